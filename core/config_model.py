@@ -45,6 +45,7 @@ class PostgresConfig:
     pg_hba: tuple[str, ...] = ()
     use_unix_socket: bool = False
     pgpass: str | None = None
+    rewind: Credentials | None = None  # authentication.rewind (pg_rewind's user); None: use the superuser
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class DynamicConfig:
     use_slots: bool = True
     use_pg_rewind: bool = False
     postgresql_parameters: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)  # the dict exactly as given (what /config holds)
+    # Sentences describing timing values repaired by dynamic_from_dict(repair=True); log them.
+    corrections: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,10 @@ class DCS(abc.ABC):
         """create=True: create-if-absent (race); else CAS on `version`."""
 
     @abc.abstractmethod
+    def delete_initialize(self, version: int) -> bool:
+        """Delete the initialize key if its version is still `version` (failed bootstrap)."""
+
+    @abc.abstractmethod
     def set_config(self, value: dict[str, Any], version: int) -> bool:
         """CAS on the config key; version 0 means create-if-absent."""
 

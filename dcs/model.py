@@ -128,6 +128,7 @@ class ClusterView:
     """One consistent reading of the cluster prefix."""
 
     initialize: str | None = None  # None: key absent ("uninitialized"); "": bootstrap running
+    initialize_version: int = 0
     config: Versioned = field(default_factory=Versioned)
     leader: str | None = None
     leader_version: int = 0
@@ -189,8 +190,10 @@ class ClusterView:
             raw, lver, llease = items[KEY_LEADER]
             leader = raw or None
         init = items[KEY_INITIALIZE][0] if KEY_INITIALIZE in items else None
+        init_version = items[KEY_INITIALIZE][1] if KEY_INITIALIZE in items else 0
         return ClusterView(
             initialize=init,
+            initialize_version=init_version,
             config=obj(KEY_CONFIG),
             leader=leader,
             leader_version=lver,
@@ -213,6 +216,7 @@ class ClusterView:
 
         return {
             "initialize": self.initialize,
+            "initialize_version": self.initialize_version,
             "config": v(self.config),
             "leader": self.leader,
             "leader_version": self.leader_version,
@@ -234,6 +238,7 @@ class ClusterView:
 
         return ClusterView(
             initialize=d.get("initialize"),
+            initialize_version=d.get("initialize_version", 0),
             config=v(d.get("config")),
             leader=d.get("leader"),
             leader_version=d.get("leader_version", 0),

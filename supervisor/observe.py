@@ -1,0 +1,107 @@
+"""Builds the decision core's Snapshot from the shared-state sections (the only input)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pgwarden.core.config_model import Config, DynamicConfig
+from pgwarden.core.shm import SectionView
+from pgwarden.dcs.model import ClusterView
+from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
+
+
+def fresh(view: SectionView, now_ns: int, max_age: float) -> bool:
+    return not view.torn and view.heartbeat_ns > 0 and view.age(now_ns) <= max_age
+
+
+def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
+    d = v.data
+    op = d.get("operation")
+    return PgView(
+        data_dir_state=d.get("data_dir_state", "unknown"),
+        running=bool(d.get("running")),
+        role=d.get("role"),
+        state=d.get("state", "unknown"),
+        timeline=d.get("timeline"),
+        wal_position=d.get("wal_position"),
+        sysid=d.get("sysid"),
+        operation=op.get("name") if isinstance(op, dict) else None,
+        last_error=d.get("last_error"),
+        following=d.get("following"),
+        fresh=fresh(v, now_ns, max_age),
+        epoch_done=d.get("epoch_done", 0),
+    )
+
+
+def lease_view(v: SectionView, now_ns: int, max_age: float) -> LeaseView:
+    d = v.data
+    return LeaseView(
+        connected=bool(d.get("connected")),
+        lease_deadline=float(d.get("lease_deadline") or 0.0),
+        holds_leader=bool(d.get("holds_leader")),
+        acquire_token_done=int(d.get("acquire_token_done") or 0),
+        acquire_result=bool(d.get("acquire_result")),
+        fresh=fresh(v, now_ns, max_age),
+    )
+
+
+def cluster_view(lease: SectionView, now: float, ttl: float) -> ClusterView | None:
+    """The lease worker's view, if it is recent enough to act on (younger than ttl)."""
+    d = lease.data
+    raw = d.get("cluster")
+    at = d.get("cluster_at")
+    if lease.torn or not isinstance(raw, dict) or not isinstance(at, (int, float)):
+        return None
+    if now - at > ttl:
+        return None
+    return ClusterView.from_dict(raw)
+
+
+def watchdog_flags(v: SectionView) -> tuple[bool, bool]:
+    """(ready for promotion, required-but-failed)."""
+    d = v.data
+    mode = d.get("mode", "off")
+    failed = bool(d.get("failed"))
+    if mode == "off":
+        return True, False
+    if mode == "required":
+        return bool(d.get("armed")), failed
+    # automatic: use it when it works, carry on without it when it does not
+    return bool(d.get("armed")) or failed or not d.get("usable", False), False
+
+
+def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, SectionView],
+                   memory: Memory, ops: dict[str, OpState], now: float, now_ns: int,
+                   shutdown: bool) -> Snapshot:
+    stale_after = max(3.0, float(dynamic.loop_wait) + 2.0)
+    lease_sec = sections["lease"]
+    ready, wd_failed = watchdog_flags(sections["watchdog"])
+    return Snapshot(
+        name=cfg.name,
+        now=now,
+        cluster=cluster_view(lease_sec, now, float(dynamic.ttl)),
+        pg=pg_view(sections["postgres"], now_ns, stale_after),
+        lease=lease_view(lease_sec, now_ns, stale_after),
+        dynamic=dynamic,
+        memory=memory,
+        nofailover=cfg.nofailover,
+        failover_priority=_priority(cfg.tags),
+        safety_margin=safety_margin(cfg, dynamic),
+        watchdog_ready=ready,
+        watchdog_required_failed=wd_failed,
+        ops=ops,
+        shutdown=shutdown,
+        race_settle=min(1.0, dynamic.ttl / 10),
+    )
+
+
+def _priority(tags: dict[str, Any]) -> int:
+    try:
+        return int(tags.get("failover_priority", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def safety_margin(cfg: Config, dynamic: DynamicConfig) -> float:
+    """Patroni's watchdog.safety_margin; -1 means half the ttl."""
+    m = cfg.watchdog.safety_margin
+    return dynamic.ttl / 2 if m == -1 else float(max(m, 0))

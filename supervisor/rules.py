@@ -1,0 +1,446 @@
+"""The HA transitions as data: (from state, condition) -> (action, to state).
+
+`TRANSITIONS` is scanned in order; the first row whose `from_states` contains the current
+state (or "*") and whose condition holds is taken, and its `act` builds the Decision.
+The same table renders the state diagram in docs/ha-transitions.md
+(`python -m pgwarden.supervisor.render_transitions`), and every row has a unit test
+(tests/unit/test_decide.py), so the documentation and the tests cannot drift from the code.
+
+Conditions and actions are small pure functions of the Snapshot. Safety-critical rows come
+first: shutting down, losing the DCS, losing the lock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from pgwarden.supervisor.election import better_peer, eligibility_problem
+from pgwarden.supervisor.snapshot import Decision, Memory, Snapshot, moved
+
+Cond = Callable[[Snapshot], bool]
+Act = Callable[[Snapshot], Decision]
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_states: tuple[str, ...]  # ("*",) = any state
+    condition: str  # a readable name of the condition, shown in the docs
+    when: Cond
+    action: str
+    to_state: str
+    act: Act
+
+
+# -- facts ---------------------------------------------------------------------------
+
+
+def dcs_ok(s: Snapshot) -> bool:
+    return s.cluster is not None and s.lease.connected and s.lease.fresh
+
+
+def margin_deadline(s: Snapshot) -> float:
+    """The instant by which a primary must have stopped being writable (rule 1)."""
+    return s.lease.lease_deadline - s.safety_margin
+
+
+def i_hold_lock(s: Snapshot) -> bool:
+    """The lease worker confirmed the key, in time, and the view shows no one else."""
+    if not s.lease.holds_leader or s.now >= margin_deadline(s):
+        return False
+    return s.cluster is None or s.cluster.leader in (None, s.name)
+
+
+def other_leader(s: Snapshot) -> str | None:
+    if s.cluster is None or s.cluster.leader in (None, s.name):
+        return None
+    return s.cluster.leader
+
+
+def pg_is_primary(s: Snapshot) -> bool:
+    return s.pg.running and s.pg.role == "primary"
+
+
+def data_empty(s: Snapshot) -> bool:
+    return s.pg.data_dir_state == "empty"
+
+
+def sysid_mismatch(s: Snapshot) -> bool:
+    init = s.cluster.initialize if s.cluster else None
+    return bool(init and s.pg.sysid and init != s.pg.sysid)
+
+
+def leader_member_running(s: Snapshot) -> bool:
+    leader = other_leader(s)
+    if leader is None or s.cluster is None:
+        return False
+    m = s.cluster.members.get(leader)
+    return m is not None and m.state == "running" and m.conn_url is not None
+
+
+def op_status(s: Snapshot, kind: str) -> str | None:
+    op = s.ops.get(kind)
+    return op.status if op else None
+
+
+def won_initialize(s: Snapshot) -> bool:
+    op = s.ops.get("initialize_race")
+    return op is not None and op.status == "ok" and op.result is True
+
+
+# -- decision builders ---------------------------------------------------------------
+
+
+def _d(s: Snapshot, action: str, state: str, reason: str, **kw: object) -> Decision:
+    memory = kw.pop("memory", None)
+    if not isinstance(memory, Memory):
+        memory = moved(s.memory, state, s.now)
+    return Decision(action=action, reason=reason, memory=memory, **kw)  # type: ignore[arg-type]
+
+
+def _keep_lock_ops(s: Snapshot) -> tuple[tuple[str, dict[str, object]], ...]:
+    """Writes a fresh leader owes the cluster: the sysid and the bootstrap config."""
+    ops: list[tuple[str, dict[str, object]]] = []
+    c = s.cluster
+    if c is None:
+        return ()
+    if s.pg.sysid and (c.initialize in (None, "")):
+        ops.append(("initialize_sysid", {"sysid": s.pg.sysid}))
+    if c.config.version == 0:
+        ops.append(("write_config", {}))
+    return tuple(ops)
+
+
+# shutting down ------------------------------------------------------------------------
+
+
+def act_shutdown_stop_pg(s: Snapshot) -> Decision:
+    return _d(s, "stop_postgres", "stopping",
+              f"shutting down: stopping PostgreSQL before releasing the leader key",
+              pg_role="stopped", stop_mode="fast", lock_want=s.lease.holds_leader,
+              vip=False, watchdog="armed" if s.lease.holds_leader else "disarmed")
+
+
+def act_shutdown_release(s: Snapshot) -> Decision:
+    return _d(s, "release_lock", "stopping",
+              "shutting down: PostgreSQL is stopped, releasing the leader key",
+              pg_role="stopped", lock_want=False)
+
+
+def act_shutdown_done(s: Snapshot) -> Decision:
+    return _d(s, "exit", "stopped", "shut down cleanly", pg_role="stopped", exit_code=0)
+
+
+# no DCS ------------------------------------------------------------------------------
+
+
+def act_dcs_lost_keep_primary(s: Snapshot) -> Decision:
+    left = margin_deadline(s) - s.now
+    return _d(s, "keep_primary_without_dcs", "primary",
+              f"DCS is not accessible; keeping the primary for {left:.1f} s more, until the "
+              "lease deadline minus the safety margin",
+              pg_role="primary", lock_want=True, vip=True, watchdog="armed")
+
+
+def act_dcs_lost_demote(s: Snapshot) -> Decision:
+    return _d(s, "demote_offline", "replica",
+              "demoting: the leader key could not be renewed before the lease deadline "
+              "minus the safety margin",
+              pg_role="replica", leader=None, stop_mode="immediate", lock_want=False,
+              vip=False)
+
+
+def act_dcs_lost_wait(s: Snapshot) -> Decision:
+    keep = s.memory.state if s.memory.state not in ("primary", "candidate") else "replica"
+    return _d(s, "wait_for_dcs", keep,
+              "DCS is not accessible; no action (a replica keeps replicating)",
+              pg_role="none" if not pg_is_primary(s) else "replica", leader=s.pg.following)
+
+
+# foreign data ------------------------------------------------------------------------
+
+
+def act_sysid_mismatch(s: Snapshot) -> Decision:
+    init = s.cluster.initialize if s.cluster else None
+    return _d(s, "refuse_foreign_data", "stopped",
+              f"the data directory belongs to another cluster (system identifier {s.pg.sysid}, "
+              f"the cluster's is {init}): move it away to rebuild this member, or fix `scope`",
+              pg_role="none", exit_code=1)
+
+
+# holding the lock --------------------------------------------------------------------
+
+
+def act_bootstrap_initdb(s: Snapshot) -> Decision:
+    return _d(s, "bootstrap", "bootstrapping",
+              f"bootstrapping a new cluster: I am {s.name}, I won the initialize race",
+              pg_role="primary", bootstrap="initdb", lock_want=True, watchdog="armed")
+
+
+def act_bootstrap_failed(s: Snapshot) -> Decision:
+    return _d(s, "cancel_bootstrap", "stopped",
+              f"bootstrap failed ({s.pg.last_error or s.pg.state}); releasing the leader key "
+              "and removing the initialize key so another member can try",
+              pg_role="stopped", lock_want=False, ops=(("cancel_initialize", {}),),
+              exit_code=1, memory=moved(s.memory, "stopped", s.now, bootstrap_failed=True))
+
+
+def act_release_without_data(s: Snapshot) -> Decision:
+    return _d(s, "release_lock_no_data", "init",
+              "I hold the leader key but have no data directory: releasing it",
+              pg_role="stopped", lock_want=False)
+
+
+def act_restart_crashed_primary(s: Snapshot) -> Decision:
+    down = s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now
+    return _d(s, "restart_primary", "primary",
+              f"PostgreSQL is not running on the leader ({s.now - down:.1f} s); starting it "
+              f"in place (primary_start_timeout {s.dynamic.primary_start_timeout} s)",
+              pg_role="primary", lock_want=True, watchdog="armed",
+              memory=moved(s.memory, "primary", s.now, pg_down_since=down))
+
+
+def act_primary_start_timeout(s: Snapshot) -> Decision:
+    return _d(s, "release_lock_for_failover", "replica",
+              "PostgreSQL did not come back within primary_start_timeout; releasing the "
+              "leader key for a failover",
+              pg_role="stopped", lock_want=False, vip=False,
+              memory=moved(s.memory, "replica", s.now, pg_down_since=None))
+
+
+def act_arm_watchdog(s: Snapshot) -> Decision:
+    return _d(s, "arm_watchdog", "candidate",
+              "I hold the leader key: arming the watchdog before promotion",
+              pg_role="replica", leader=None, lock_want=True, watchdog="armed")
+
+
+def act_promote(s: Snapshot) -> Decision:
+    return _d(s, "promote", "primary",
+              f"promoting: I am {s.name} and I hold the leader key",
+              pg_role="primary", lock_want=True, watchdog="armed", vip=True,
+              ops=_keep_lock_ops(s))
+
+
+def act_lead(s: Snapshot) -> Decision:
+    return _d(s, "lead", "primary", f"no action: I am {s.name}, the leader with the lock",
+              pg_role="primary", lock_want=True, vip=True, watchdog="armed",
+              ops=_keep_lock_ops(s),
+              memory=moved(s.memory, "primary", s.now, pg_down_since=None, leader_gone_at=None))
+
+
+def act_lock_lost_demote(s: Snapshot) -> Decision:
+    leader = other_leader(s)
+    who = f"{leader} holds the leader key" if leader else "my leader key is gone"
+    return _d(s, "demote_lock_lost", "replica",
+              f"demoting: {who}; stopping writes at once",
+              pg_role="replica", leader=leader, stop_mode="immediate", lock_want=False,
+              vip=False)
+
+
+# someone else leads ----------------------------------------------------------------
+
+
+def act_clone(s: Snapshot) -> Decision:
+    leader = other_leader(s)
+    return _d(s, "clone", "cloning", f"creating a replica from the leader {leader}",
+              pg_role="replica", leader=leader, bootstrap="basebackup")
+
+
+def act_wait_leader_running(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_leader", "init",
+              f"waiting for the leader {other_leader(s)} to be running before cloning it")
+
+
+def act_follow(s: Snapshot) -> Decision:
+    leader = other_leader(s)
+    return _d(s, "follow", "replica",
+              f"no action: I am {s.name}, a secondary, and following a leader ({leader})",
+              pg_role="replica", leader=leader,
+              memory=moved(s.memory, "replica", s.now, leader_gone_at=None))
+
+
+# nobody leads --------------------------------------------------------------------------
+
+
+def act_race_initialize(s: Snapshot) -> Decision:
+    sysid = s.pg.sysid if s.pg.data_dir_state == "initialized" else ""
+    what = "adopting my data directory" if sysid else "racing to bootstrap the cluster"
+    return _d(s, "race_initialize", "init", f"the cluster is not initialized: {what}",
+              ops=(("initialize_race", {"sysid": sysid or ""}),))
+
+
+def act_take_lock_to_bootstrap(s: Snapshot) -> Decision:
+    return _d(s, "acquire_lock_bootstrap", "bootstrapping",
+              "I won the initialize race: taking the leader key before initdb",
+              lock_want=True, **_acquire(s))
+
+
+def act_lost_initialize(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_bootstrap", "init",
+              "another member is bootstrapping the cluster; waiting for its leader",
+              clear_ops=("initialize_race",))
+
+
+def act_wait_bootstrap(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_bootstrap", "init",
+              "waiting for the cluster to be bootstrapped by another member")
+
+
+def act_wait_leader_to_clone(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_leader", "init",
+              "the cluster has no leader and I have no data: waiting for a leader to clone")
+
+
+def act_not_eligible(s: Snapshot) -> Decision:
+    return _d(s, "stay_replica_ineligible", "candidate",
+              f"the cluster has no leader; not racing: {eligibility_problem(s)}",
+              pg_role="replica", leader=None, **_gone(s))
+
+
+def act_not_healthiest(s: Snapshot) -> Decision:
+    return _d(s, "stay_replica_not_healthiest", "candidate",
+              f"the cluster has no leader; not racing: {better_peer(s)}",
+              pg_role="replica", leader=None, **_gone(s))
+
+
+def act_settle(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_peers", "candidate",
+              "the cluster has no leader; giving peers a moment to report their WAL position",
+              pg_role="replica" if not pg_is_primary(s) else "primary", leader=None,
+              lock_want=pg_is_primary(s), **_gone(s))
+
+
+def act_acquire(s: Snapshot) -> Decision:
+    return _d(s, "acquire_lock", "candidate",
+              f"the cluster has no leader and I am the healthiest member: taking the leader key",
+              pg_role="primary" if pg_is_primary(s) else "replica", leader=None,
+              lock_want=True, **_acquire(s))
+
+
+def _gone(s: Snapshot) -> dict[str, object]:
+    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
+    return {"memory": moved(s.memory, "candidate", s.now, leader_gone_at=gone)}
+
+
+def _acquire(s: Snapshot) -> dict[str, object]:
+    """Ask for one more create-if-absent attempt unless one is already in flight."""
+    token = s.memory.acquire_token
+    if s.lease.acquire_token_done >= token:
+        token += 1
+    state = "bootstrapping" if s.memory.state in ("init", "bootstrapping") and \
+        s.pg.data_dir_state == "empty" else "candidate"
+    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
+    return {"memory": moved(s.memory, state, s.now, acquire_token=token, leader_gone_at=gone)}
+
+
+def settled(s: Snapshot) -> bool:
+    gone = s.memory.leader_gone_at
+    if s.cluster is not None and not [n for n in s.cluster.members if n != s.name]:
+        return True  # alone: nobody to wait for
+    return gone is not None and s.now - gone >= s.race_settle
+
+
+def pg_down_too_long(s: Snapshot) -> bool:
+    down = s.memory.pg_down_since
+    return down is not None and s.now - down >= s.dynamic.primary_start_timeout
+
+
+def bootstrap_failed(s: Snapshot) -> bool:
+    return s.pg.state in ("initdb failed", "bootstrap failed")
+
+
+# -- the table -------------------------------------------------------------------------
+
+ANY = ("*",)
+ALIVE = ("init", "bootstrapping", "cloning", "replica", "candidate", "primary")
+
+TRANSITIONS: tuple[Transition, ...] = (
+    # shutting down: PostgreSQL first, the key after, so two primaries never overlap
+    Transition(ANY, "shutdown and PostgreSQL running", lambda s: s.shutdown and s.pg.running,
+               "stop_postgres", "stopping", act_shutdown_stop_pg),
+    Transition(ANY, "shutdown and still holding the leader key",
+               lambda s: s.shutdown and s.lease.holds_leader and dcs_ok(s),
+               "release_lock", "stopping", act_shutdown_release),
+    Transition(ANY, "shutdown and PostgreSQL stopped", lambda s: s.shutdown,
+               "exit", "stopped", act_shutdown_done),
+    # the DCS is out of reach
+    Transition(ALIVE, "no DCS view, primary, lease deadline not yet reached",
+               lambda s: not dcs_ok(s) and pg_is_primary(s) and s.lease.holds_leader
+               and s.now < margin_deadline(s),
+               "keep_primary_without_dcs", "primary", act_dcs_lost_keep_primary),
+    Transition(ALIVE, "no DCS view and PostgreSQL is a primary",
+               lambda s: not dcs_ok(s) and pg_is_primary(s),
+               "demote_offline", "replica", act_dcs_lost_demote),
+    Transition(ALIVE, "no DCS view", lambda s: not dcs_ok(s),
+               "wait_for_dcs", "(unchanged)", act_dcs_lost_wait),
+    # data that is not this cluster's
+    Transition(ALIVE, "data directory of another cluster", sysid_mismatch,
+               "refuse_foreign_data", "stopped", act_sysid_mismatch),
+    # I hold the lock
+    Transition(("bootstrapping",), "holding the lock, bootstrap failed",
+               lambda s: i_hold_lock(s) and bootstrap_failed(s),
+               "cancel_bootstrap", "stopped", act_bootstrap_failed),
+    Transition(("bootstrapping",), "holding the lock, bootstrapping",
+               lambda s: i_hold_lock(s) and not pg_is_primary(s),
+               "bootstrap", "bootstrapping", act_bootstrap_initdb),
+    Transition(ALIVE, "holding the lock without data",
+               lambda s: i_hold_lock(s) and data_empty(s) and s.pg.operation is None,
+               "release_lock_no_data", "init", act_release_without_data),
+    Transition(("primary",), "holding the lock, PostgreSQL down past primary_start_timeout",
+               lambda s: i_hold_lock(s) and not s.pg.running and pg_down_too_long(s),
+               "release_lock_for_failover", "replica", act_primary_start_timeout),
+    Transition(("primary",), "holding the lock, PostgreSQL down",
+               lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
+               "restart_primary", "primary", act_restart_crashed_primary),
+    Transition(ALIVE, "holding the lock, replica, watchdog not armed yet",
+               lambda s: i_hold_lock(s) and not pg_is_primary(s) and not s.watchdog_ready,
+               "arm_watchdog", "candidate", act_arm_watchdog),
+    Transition(ALIVE, "holding the lock, not yet primary",
+               lambda s: i_hold_lock(s) and not pg_is_primary(s),
+               "promote", "primary", act_promote),
+    Transition(ALIVE, "holding the lock as primary", i_hold_lock,
+               "lead", "primary", act_lead),
+    # I am primary without the lock: someone else has it, or mine is gone
+    Transition(ALIVE, "primary while another member holds the lock",
+               lambda s: pg_is_primary(s) and other_leader(s) is not None,
+               "demote_lock_lost", "replica", act_lock_lost_demote),
+    Transition(("primary",), "primary whose lock expired or was lost",
+               lambda s: pg_is_primary(s) and not i_hold_lock(s) and s.lease.holds_leader,
+               "demote_lock_lost", "replica", act_lock_lost_demote),
+    # another member leads
+    Transition(ALIVE, "another leader, no data, leader running",
+               lambda s: other_leader(s) is not None and data_empty(s)
+               and leader_member_running(s) and s.pg.operation is None,
+               "clone", "cloning", act_clone),
+    Transition(ALIVE, "another leader, no data, leader not running yet",
+               lambda s: other_leader(s) is not None and data_empty(s) and s.pg.operation is None,
+               "wait_for_leader", "init", act_wait_leader_running),
+    Transition(("cloning",), "cloning in progress", lambda s: s.pg.operation is not None
+               or data_empty(s), "clone", "cloning", act_clone),
+    Transition(ALIVE, "another member holds the lock", lambda s: other_leader(s) is not None,
+               "follow", "replica", act_follow),
+    # nobody leads
+    Transition(("init", "bootstrapping"), "uninitialized, I won the initialize race",
+               lambda s: won_initialize(s) and data_empty(s),
+               "acquire_lock_bootstrap", "bootstrapping", act_take_lock_to_bootstrap),
+    Transition(("init",), "uninitialized, initialize race lost",
+               lambda s: op_status(s, "initialize_race") == "ok" and not won_initialize(s),
+               "wait_for_bootstrap", "init", act_lost_initialize),
+    Transition(("init",), "uninitialized cluster",
+               lambda s: s.cluster is not None and s.cluster.initialize is None
+               and op_status(s, "initialize_race") != "pending" and not won_initialize(s),
+               "race_initialize", "init", act_race_initialize),
+    Transition(ALIVE, "bootstrap in progress elsewhere",
+               lambda s: s.cluster is not None and s.cluster.initialize in (None, ""),
+               "wait_for_bootstrap", "init", act_wait_bootstrap),
+    Transition(ALIVE, "no leader and no data", data_empty,
+               "wait_for_leader", "init", act_wait_leader_to_clone),
+    Transition(ALIVE, "no leader, I am not eligible",
+               lambda s: eligibility_problem(s) is not None,
+               "stay_replica_ineligible", "candidate", act_not_eligible),
+    Transition(ALIVE, "no leader, a peer is healthier", lambda s: better_peer(s) is not None,
+               "stay_replica_not_healthiest", "candidate", act_not_healthiest),
+    Transition(ALIVE, "no leader, peers may not have reported yet",
+               lambda s: not settled(s), "wait_for_peers", "candidate", act_settle),
+    Transition(ALIVE, "no leader, I am the healthiest", lambda s: True,
+               "acquire_lock", "candidate", act_acquire),
+)

@@ -1,0 +1,109 @@
+"""The decision core's input (Snapshot) and output (Decision): plain frozen data.
+
+The supervisor builds a Snapshot from the shared state each cycle; `decide()` turns it
+into a Decision without any I/O; the supervisor publishes the Decision as the intent the
+workers converge on. Memory carries what the core must remember between cycles
+(its state, when it entered it, the last acquire token): it is returned in the Decision
+and handed back in the next Snapshot, so the core itself stays a pure function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pgwarden.core.config_model import DynamicConfig
+from pgwarden.dcs.model import ClusterView
+
+
+@dataclass(frozen=True)
+class PgView:
+    """What the postgres worker last reported."""
+
+    data_dir_state: str = "unknown"  # empty | initialized | invalid | unknown
+    running: bool = False
+    role: str | None = None  # primary | replica | None
+    state: str = "unknown"  # Patroni's state string
+    timeline: int | None = None
+    wal_position: int | None = None
+    sysid: str | None = None
+    operation: str | None = None  # a long operation in progress
+    last_error: str | None = None
+    following: str | None = None
+    fresh: bool = False  # the worker's heartbeat is recent
+    epoch_done: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """What the lease worker last reported."""
+
+    connected: bool = False
+    lease_deadline: float = 0.0  # mono; 0 = never renewed
+    holds_leader: bool = False
+    acquire_token_done: int = 0
+    acquire_result: bool = False
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class OpState:
+    """A one-shot DCS write the supervisor asked the lease worker for."""
+
+    status: str  # pending | ok | failed
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    state: str = "init"
+    since: float = 0.0  # mono when `state` was entered
+    acquire_token: int = 0
+    leader_gone_at: float | None = None  # mono when we first saw the cluster unlocked
+    pg_down_since: float | None = None  # mono when a primary's PostgreSQL was first seen down
+    bootstrap_failed: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    now: float
+    cluster: ClusterView | None  # None: no current DCS view
+    pg: PgView
+    lease: LeaseView
+    dynamic: DynamicConfig
+    memory: Memory
+    nofailover: bool = False
+    failover_priority: int = 1
+    safety_margin: float = 5.0
+    watchdog_ready: bool = True  # armed, or not needed (mode off / automatic without a device)
+    watchdog_required_failed: bool = False
+    ops: dict[str, OpState] = field(default_factory=dict)
+    shutdown: bool = False  # SIGTERM received
+    race_settle: float = 1.0  # seconds to let peers refresh their WAL position before a race
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # the name of the transition taken
+    reason: str  # one sentence for operators and tests
+    memory: Memory
+    pg_role: str = "none"  # primary | replica | stopped | none (leave as it is)
+    leader: str | None = None  # whom a replica follows
+    bootstrap: str | None = None  # initdb | basebackup
+    stop_mode: str = "fast"
+    lock_want: bool = False
+    ops: tuple[tuple[str, dict[str, Any]], ...] = ()  # (kind, args) to enqueue unless pending
+    clear_ops: tuple[str, ...] = ()  # op kinds whose results were consumed
+    vip: bool = False
+    watchdog: str = "disarmed"
+    exit_code: int | None = None  # the agent should exit (after a clean stop) with this code
+
+    @property
+    def state(self) -> str:
+        return self.memory.state
+
+
+def moved(memory: Memory, state: str, now: float, **changes: Any) -> Memory:
+    """Memory for entering `state` (keeps `since` when the state does not change)."""
+    since = memory.since if memory.state == state else now
+    return replace(memory, state=state, since=since, **changes)

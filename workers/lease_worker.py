@@ -1,0 +1,265 @@
+"""The lease worker: the agent's only DCS session.
+
+It keeps one lease alive on its own schedule (independent of the HA loop), holds or
+releases the leader key as the intent says, runs the one-shot writes the supervisor asks
+for, keeps members/<name> current, and publishes the cluster view kept by the watch.
+
+Safety: `renewed_at` is the time a successful renewal was SENT, so `lease_deadline =
+renewed_at + ttl` is never later than etcd's own expiry. The leader key is only ever
+created on an explicit acquire token (rule 4: promotion follows a decision to race), and
+`holds_leader` turns false the moment the watch shows another owner.
+"""
+from __future__ import annotations
+
+import signal
+from collections import OrderedDict
+from typing import Any
+
+from pgwarden.core.clock import mono, wall
+from pgwarden.core.errors import DCSError
+from pgwarden.dcs.base import DCS
+from pgwarden.dcs.model import ClusterView, cluster_prefix
+from pgwarden.workers.context import WorkerContext
+from pgwarden.workers.member_data import member_data
+
+
+def make_dcs(ctx: WorkerContext, ttl: int, timeout: float) -> DCS:
+    from pgwarden.dcs.etcd3 import Etcd3DCS  # imports grpc: only in the lease worker
+
+    cfg = ctx.config
+    return Etcd3DCS([(h.host, h.port) for h in cfg.etcd3_hosts],
+                    cluster_prefix(cfg.namespace, cfg.scope), ttl, timeout)
+
+
+class LeaseWorker:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.name = ctx.config.name
+        self.stop = False
+        dyn = self._dynamic()
+        self.ttl = int(dyn.get("ttl", ctx.config.bootstrap_dcs.ttl))
+        self.dcs = make_dcs(ctx, self.ttl, self._call_timeout(dyn))
+        self.renewed_at = 0.0
+        self.lease_ok = False
+        self.holds = False
+        self.leader_checked_at = 0.0
+        self.token_done = 0
+        self.acquire_result = False
+        self.connected = False
+        self.last_error: str | None = None
+        self.view: ClusterView | None = None
+        self.view_at = 0.0
+        self.dcs_last_seen: float | None = None
+        self.ops_done: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.last_member: dict[str, Any] | None = None
+        self.member_lease = 0
+        self.last_status: dict[str, Any] | None = None
+        self.status_at = 0.0
+        self.last_published: dict[str, Any] | None = None
+        self.watching = False
+
+    def _dynamic(self) -> dict[str, Any]:
+        return self.ctx.shm.read("supervisor").data.get("dynamic") or {}
+
+    def _call_timeout(self, dyn: dict[str, Any]) -> float:
+        ttl = float(dyn.get("ttl", self.ctx.config.bootstrap_dcs.ttl))
+        retry = float(dyn.get("retry_timeout", self.ctx.config.bootstrap_dcs.retry_timeout))
+        return max(0.5, min(retry, ttl / 4))
+
+    def _renew_interval(self) -> float:
+        dyn = self._dynamic()
+        loop_wait = float(dyn.get("loop_wait", self.ctx.config.bootstrap_dcs.loop_wait))
+        return max(0.2, min(self.ttl / 4, loop_wait))
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.ctx.shm.claim("lease")
+        self.publish(force=True)
+        next_renew = 0.0
+        while not self.stop:
+            now = mono()
+            try:
+                if not self.watching:
+                    self.dcs.start_watch(lambda _v: self.ctx.wakeups.poke("lease"))
+                    self.watching = True
+                if now >= next_renew or not self.lease_ok:
+                    self.renew()
+                    next_renew = mono() + self._renew_interval()
+                self.refresh_view()
+                self.handle_lock()
+                self.run_ops()
+                self.touch_member()
+                self.write_status()
+                self.connected = True
+                self.last_error = None
+            except DCSError as e:
+                if self.connected or self.last_error != str(e):
+                    self.ctx.log.warning("DCS call failed: %s", e)
+                self.connected = False
+                self.last_error = str(e)
+                next_renew = min(next_renew, mono() + 0.5)
+            self.publish()
+            wait = max(0.05, min(next_renew - mono(), 1.0))
+            self.ctx.wakeups.wait("lease", wait)
+        self.shutdown()
+        return 0
+
+    def _on_term(self, *_: Any) -> None:
+        self.stop = True
+        self.ctx.wakeups.poke("lease")
+
+    def shutdown(self) -> None:
+        try:
+            if self.holds and not self.ctx.intent().get("lock", {}).get("want"):
+                self.dcs.release_leader(self.name)
+        except DCSError:
+            pass
+        self.dcs.close()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def renew(self) -> None:
+        dyn = self._dynamic()
+        ttl = int(dyn.get("ttl", self.ttl))
+        if ttl != self.ttl or not self.lease_ok:
+            self.ttl = ttl
+            self.dcs.set_ttl(ttl)
+            sent = mono()
+            self.dcs.grant_lease()
+            self.lease_ok, self.renewed_at = True, sent
+            self.last_member = None  # re-attach the member key to the new lease
+            return
+        sent = mono()
+        if self.dcs.refresh_lease():
+            self.renewed_at = sent
+        else:
+            self.ctx.log.warning("my DCS lease expired: granting a new one")
+            self.lease_ok = False
+            self.holds = False
+            sent = mono()
+            self.dcs.grant_lease()
+            self.lease_ok, self.renewed_at = True, sent
+            self.last_member = None
+        if self.holds:
+            self.holds = self.dcs.ensure_leader(self.name)
+            self.leader_checked_at = sent
+            if not self.holds:
+                self.ctx.log.warning("the leader key is no longer mine")
+
+    def refresh_view(self) -> None:
+        view = self.dcs.cached_cluster()
+        if view is None:
+            view = self.dcs.read_cluster()
+        if self.view is None or view.revision != self.view.revision:
+            for p in view.problems:
+                self.ctx.log.warning("DCS: %s", p)
+        self.view, self.view_at, self.dcs_last_seen = view, mono(), wall()
+        if self.holds and view.leader not in (None, self.name):
+            self.ctx.log.warning("%s holds the leader key now", view.leader)
+            self.holds = False
+
+    def handle_lock(self) -> None:
+        lock = self.ctx.intent().get("lock") or {}
+        want, token = bool(lock.get("want")), int(lock.get("acquire_token") or 0)
+        if want and token > self.token_done and not self.holds:
+            sent = mono()
+            self.acquire_result = self.dcs.acquire_leader(self.name)
+            self.token_done = token
+            self.holds = self.acquire_result
+            self.leader_checked_at = sent
+            self.ctx.log.info("leader key %s", "acquired" if self.holds else "taken by another member")
+            if self.holds:
+                self.view = self.dcs.read_cluster()
+                self.view_at = mono()
+        elif self.holds and not want:
+            self.dcs.release_leader(self.name)
+            self.holds = False
+            self.ctx.log.info("leader key released")
+            self.view = self.dcs.read_cluster()
+            self.view_at = mono()
+
+    def run_ops(self) -> None:
+        for op in self.ctx.intent().get("dcs_ops") or []:
+            key = str(op.get("id"))
+            if key in self.ops_done:
+                continue
+            try:
+                result = self.execute(op.get("op", ""), op.get("args") or {})
+                self.ops_done[key] = {"ok": True, "result": result, "error": None}
+            except DCSError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bad op must not kill the session
+                self.ops_done[key] = {"ok": False, "result": None, "error": str(e)}
+            while len(self.ops_done) > 50:
+                self.ops_done.popitem(last=False)
+
+    def execute(self, kind: str, args: dict[str, Any]) -> Any:
+        if kind == "initialize_race":
+            return self.dcs.initialize(str(args.get("sysid", "")), create=True)
+        if kind == "initialize_sysid":
+            view = self.dcs.read_cluster()
+            if view.initialize == args["sysid"]:
+                return True
+            if view.initialize is None:
+                return self.dcs.initialize(args["sysid"], create=True)
+            return self.dcs.initialize(args["sysid"], create=False, version=view.initialize_version)
+        if kind == "write_config":
+            return self.dcs.set_config(self.ctx.config.bootstrap_dcs.raw, 0)
+        if kind == "cancel_initialize":
+            view = self.dcs.read_cluster()
+            if view.initialize == "":
+                return self.dcs.delete_initialize(view.initialize_version)
+            return False
+        raise ValueError(f"unknown DCS operation {kind!r}")
+
+    def touch_member(self) -> None:
+        pg = self.ctx.shm.read("postgres").data
+        paused = bool(self._dynamic().get("pause"))
+        data = member_data(self.ctx.config, pg, paused)
+        if data != self.last_member or self.member_lease != self.dcs.lease_id:
+            self.dcs.touch_member(self.name, data)
+            self.last_member, self.member_lease = data, self.dcs.lease_id
+
+    def write_status(self) -> None:
+        """The leader keeps `status.optime` current (patronictl's lag columns use it)."""
+        if not self.holds:
+            return
+        pg = self.ctx.shm.read("postgres").data
+        if pg.get("role") != "primary" or pg.get("wal_position") is None:
+            return
+        status = {"optime": pg["wal_position"], "slots": {}, "retain_slots": sorted(
+            n for n in (self.view.members if self.view else {}))}
+        if status != self.last_status and mono() - self.status_at >= 1.0:
+            self.dcs.set_status(status)
+            self.last_status, self.status_at = status, mono()
+
+    def publish(self, force: bool = False) -> None:
+        data = {
+            "connected": self.connected,
+            "last_error": self.last_error,
+            "lease_id": self.dcs.lease_id,
+            "ttl": self.ttl,
+            "renewed_at": self.renewed_at,
+            "lease_deadline": self.renewed_at + self.ttl if self.renewed_at else 0.0,
+            "holds_leader": self.holds,
+            "leader_checked_at": self.leader_checked_at,
+            "acquire_token_done": self.token_done,
+            "acquire_result": self.acquire_result,
+            "cluster": self.view.to_dict() if self.view else None,
+            "cluster_at": self.view_at if self.view else None,
+            "dcs_last_seen": self.dcs_last_seen,
+            "ops_done": dict(self.ops_done),
+        }
+        # cluster_at moves every loop; compare without it so unchanged views don't wake anyone
+        key = {k: v for k, v in data.items() if k != "cluster_at"}
+        if force or key != self.last_published:
+            self.last_published = key
+            self.ctx.publish(data)
+        else:
+            self.ctx.shm.publish("lease", data)  # keep cluster_at fresh without a poke
+
+
+def run(ctx: WorkerContext) -> int:
+    return LeaseWorker(ctx).run()

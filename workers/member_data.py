@@ -1,0 +1,40 @@
+"""The members/<name> JSON this agent publishes, in Patroni 4's format."""
+from __future__ import annotations
+
+from typing import Any
+
+from pgwarden.core.config_model import Config
+from pgwarden.core.version import __version__
+
+
+def member_data(cfg: Config, pg: dict[str, Any], paused: bool) -> dict[str, Any]:
+    pgc = cfg.postgresql.connect_address
+    api = cfg.restapi.connect_address
+    role = pg.get("role") or "uninitialized"
+    data: dict[str, Any] = {
+        "conn_url": f"postgres://{pgc.host}:{pgc.port}/postgres",
+        "api_url": f"http://{api.host}:{api.port}/patroni",
+        "state": pg.get("state") or "stopped",
+        "role": role,
+        "version": __version__,
+    }
+    if pg.get("running"):
+        xlog = pg.get("xlog") or {}
+        if pg.get("wal_position") is not None:
+            data["xlog_location"] = pg["wal_position"]
+        if role == "replica":
+            if xlog.get("received_location") is not None:
+                data["receive_lsn"] = xlog["received_location"]
+            if xlog.get("replayed_location") is not None:
+                data["replay_lsn"] = xlog["replayed_location"]
+            if pg.get("replication_state"):
+                data["replication_state"] = pg["replication_state"]
+        if pg.get("timeline") is not None:
+            data["timeline"] = pg["timeline"]
+    if cfg.tags:
+        data["tags"] = cfg.tags
+    if pg.get("pending_restart"):
+        data["pending_restart"] = True
+    if paused:
+        data["pause"] = True
+    return data
