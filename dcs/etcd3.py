@@ -325,16 +325,22 @@ class Etcd3DCS(DCS):
     def initialize(self, sysid: str, create: bool, version: int = 0) -> bool:
         return self._cas("initialize write", KEY_INITIALIZE, sysid, 0 if create else version)
 
+    def delete_initialize(self, version: int) -> bool:
+        return self._cas_delete("initialize delete", KEY_INITIALIZE, version)
+
     def set_config(self, value: dict[str, Any], version: int) -> bool:
         return self._cas("config write", KEY_CONFIG, dumps(value), version)
 
     def set_failover(self, value: dict[str, Any], version: int) -> bool:
         return self._cas("failover write", KEY_FAILOVER, dumps(value), version)
 
-    def delete_failover(self, version: int) -> bool:
-        key = self._key(KEY_FAILOVER)
+    def _cas_delete(self, what: str, rel: str, version: int) -> bool:
+        key = self._key(rel)
         request = _txn([_version_cmp(key, version)], [_delete(key)])
-        return bool(self._rpc.call("failover delete", self._rpc.kv.Txn, request, self._deadline()).succeeded)
+        return bool(self._rpc.call(what, self._rpc.kv.Txn, request, self._deadline()).succeeded)
+
+    def delete_failover(self, version: int) -> bool:
+        return self._cas_delete("failover delete", KEY_FAILOVER, version)
 
     def set_sync(self, value: dict[str, Any], version: int) -> bool:
         return self._cas("sync write", KEY_SYNC, dumps(value), version)
@@ -384,6 +390,7 @@ class _PrefixWatch:
         self._lock = threading.Lock()
         self._call: Any = None
         self._view: ClusterView | None = None
+        self._synced = False
         self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
 
     def start(self) -> None:
@@ -402,24 +409,33 @@ class _PrefixWatch:
     def _run(self) -> None:
         backoff, failing = _BACKOFF_MIN, False
         while not self._stop.is_set():
+            self._synced = False
+            reason: str | None
             try:
                 items, revision = self._list(time.monotonic() + self._timeout)
-                if self._follow(items, revision):
-                    backoff, failing = _BACKOFF_MIN, False
-            except (DCSError, grpc.RpcError) as exc:
-                message = str(exc) if isinstance(exc, DCSError) else _error("watch", exc, 0)
-                # One warning per outage; the retries every <= 2 s go to debug.
-                (log.debug if failing else log.warning)("etcd watch broken: %s", message)
-                failing = True
+                reason = self._follow(items, revision)
+            except DCSError as exc:
+                reason = str(exc)
+            except grpc.RpcError as exc:
+                reason = str(_error("watch", exc, self._timeout))
             except Exception:  # the thread must survive anything (it is the cache)
                 log.exception("etcd watch failed unexpectedly")
+                reason = None
             self._view = None
+            if self._stop.is_set():
+                break
+            if self._synced:
+                backoff, failing = _BACKOFF_MIN, False
+            if reason:
+                # One warning per outage; the retries (every <= 2 s) go to debug.
+                (log.debug if failing else log.warning)("etcd watch broken: %s; retrying", reason)
+                failing = True
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    def _follow(self, cache: dict[str, tuple[str, int, int]], revision: int) -> bool:
-        """Stream events into `cache`; return when the stream breaks. True if it had synced."""
+    def _follow(self, cache: dict[str, tuple[str, int, int]], revision: int) -> str | None:
+        """Stream events into `cache` until the stream breaks; return why (None: closing)."""
         start = _b(self._prefix)
         create = etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
             key=start, range_end=_prefix_end(start), start_revision=revision + 1))
@@ -433,8 +449,6 @@ class _PrefixWatch:
             yield create
             while not ended.wait(_PROBE_INTERVAL):
                 if time.monotonic() - last_heard[0] > _PROBE_INTERVAL + self._timeout:
-                    log.warning("etcd watch: no answer for %.1f s; reconnecting",
-                                time.monotonic() - last_heard[0])
                     holder[0].cancel()
                     return
                 yield _PROGRESS_REQUEST
@@ -445,20 +459,17 @@ class _PrefixWatch:
             self._call = call
         if self._stop.is_set():
             call.cancel()
-        synced = False
         try:
             for response in call:
                 last_heard[0] = time.monotonic()
                 if response.compact_revision:
-                    log.info("etcd watch: history compacted at %d; re-listing", response.compact_revision)
-                    return synced
+                    return f"history compacted at revision {response.compact_revision}, re-listing"
                 if response.canceled:
-                    log.warning("etcd watch canceled by the server: %s", response.cancel_reason or "no reason")
-                    return synced
+                    return f"canceled by etcd: {response.cancel_reason or 'no reason given'}"
                 if response.created:
-                    synced = True
+                    self._synced = True
                 elif not response.events:
-                    continue  # an answer to a progress probe
+                    continue  # the answer to a progress probe
                 for event in response.events:
                     key = event.kv.key.decode("utf-8", "replace")[len(self._prefix):]
                     if event.type == _EVENT_DELETE:
@@ -469,15 +480,18 @@ class _PrefixWatch:
                     revision = max(revision, int(event.kv.mod_revision))
                 self._publish(ClusterView.from_kv(cache, revision))
         except grpc.RpcError as exc:
-            if self._stop.is_set() and exc.code() == grpc.StatusCode.CANCELLED:
-                return synced
+            if self._stop.is_set():
+                return None
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                silent = time.monotonic() - last_heard[0]
+                return f"no answer from etcd for {silent:.1f} s"
             raise
         finally:
             ended.set()
             call.cancel()
             with self._lock:
                 self._call = None
-        return synced
+        return "the stream ended"
 
     def _publish(self, view: ClusterView) -> None:
         self._view = view

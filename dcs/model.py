@@ -47,6 +47,26 @@ def loads_object(raw: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _decode_failover(raw: str, problems: list[str]) -> dict[str, Any] | None:
+    """Patroni's failover value: a JSON object, or the legacy `leader:candidate` string."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+        # Patroni reads any non-JSON string as the legacy form (Failover.from_node); a
+        # value that merely looks like broken JSON is someone's mistake, not a request.
+        if text[0] not in "{[\"":
+            lead, _, cand = text.partition(":")
+            return {"leader": lead.strip() or None, "member": cand.strip() or None}
+    if isinstance(value, dict):
+        return value
+    problems.append(f"ignoring malformed 'failover' value: {raw[:80]!r}")
+    return None
+
+
 @dataclass(frozen=True)
 class Member:
     """One `members/<name>` key."""
@@ -176,15 +196,10 @@ class ClusterView:
                 problems.append("ignoring malformed 'history' value")
                 hv = []
             history = Versioned(hv, ver)
-        failover = obj(KEY_FAILOVER)
-        if KEY_FAILOVER in items and failover.value is None:
+        failover = Versioned()
+        if KEY_FAILOVER in items:
             raw, ver, _ = items[KEY_FAILOVER]
-            # legacy "leader:candidate" form
-            if raw and ":" in raw and not raw.lstrip().startswith("{"):
-                lead, _, cand = raw.partition(":")
-                failover = Versioned({"leader": lead or None, "member": cand or None}, ver)
-            else:
-                failover = Versioned(None, ver)
+            failover = Versioned(_decode_failover(raw, problems), ver)
         leader, lver, llease = None, 0, 0
         if KEY_LEADER in items:
             raw, lver, llease = items[KEY_LEADER]
@@ -256,6 +271,6 @@ class ClusterView:
     @property
     def optime(self) -> int | None:
         s = self.status.value
-        if isinstance(s, dict) and isinstance(s.get("optime"), int):
+        if isinstance(s, dict) and isinstance(s.get("optime"), int) and not isinstance(s["optime"], bool):
             return int(s["optime"])
         return None

@@ -1,0 +1,230 @@
+"""The HA decision core, row by row: every transition of rules.TRANSITIONS has a case."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pgwarden.core.config_model import DynamicConfig
+from pgwarden.dcs.model import ClusterView, Member, Versioned
+from pgwarden.supervisor.decide import decide, matching_transition
+from pgwarden.supervisor.rules import TRANSITIONS
+from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
+
+NOW = 1000.0
+SYSID = "7300000000000000001"
+
+
+def member(name: str, role: str = "replica", state: str = "running", xlog: int = 100,
+           **tags: Any) -> Member:
+    data: dict[str, Any] = {"conn_url": f"postgres://10.0.0.{name[-1]}:5432/postgres",
+                            "api_url": f"http://10.0.0.{name[-1]}:8008/patroni",
+                            "state": state, "role": role, "xlog_location": xlog}
+    if tags:
+        data["tags"] = tags
+    return Member(name, data)
+
+
+def cluster(leader: str | None = "n1", initialize: str | None = SYSID,
+            members: list[Member] | None = None, optime: int | None = None,
+            config_version: int = 5) -> ClusterView:
+    ms = members if members is not None else [member("n1", "primary"), member("n2"), member("n3")]
+    return ClusterView(initialize=initialize, leader=leader,
+                       members={m.name: m for m in ms},
+                       config=Versioned({"ttl": 30}, config_version),
+                       status=Versioned({"optime": optime} if optime is not None else None, 1))
+
+
+PRIMARY = PgView(data_dir_state="initialized", running=True, role="primary", state="running",
+                 timeline=1, wal_position=200, sysid=SYSID, fresh=True)
+REPLICA = replace(PRIMARY, role="replica", wal_position=100)
+EMPTY = PgView(data_dir_state="empty", state="stopped", fresh=True)
+STOPPED = replace(PRIMARY, running=False, role=None, state="stopped")
+HOLDING = LeaseView(connected=True, lease_deadline=NOW + 20, holds_leader=True, fresh=True)
+NOT_HOLDING = replace(HOLDING, holds_leader=False)
+
+
+def snap(name: str = "n2", *, cl: ClusterView | None = None, pg: PgView = REPLICA,
+         lease: LeaseView = NOT_HOLDING, state: str = "replica", no_cluster: bool = False,
+         **kw: Any) -> Snapshot:
+    memory = kw.pop("memory", Memory(state=state, since=NOW - 5))
+    return Snapshot(name=name, now=NOW, cluster=None if no_cluster else (cl or cluster()),
+                    pg=pg, lease=lease, dynamic=DynamicConfig(), memory=memory, **kw)
+
+
+# (expected condition name, snapshot, expected fields of the decision)
+CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
+    ("shutdown and PostgreSQL running",
+     snap("n1", pg=PRIMARY, lease=HOLDING, state="primary", shutdown=True),
+     {"pg_role": "stopped", "lock_want": True, "vip": False, "state": "stopping"}),
+    ("shutdown and still holding the leader key",
+     snap("n1", pg=STOPPED, lease=HOLDING, state="stopping", shutdown=True),
+     {"pg_role": "stopped", "lock_want": False}),
+    ("shutdown and PostgreSQL stopped",
+     snap("n2", pg=STOPPED, state="stopping", shutdown=True),
+     {"exit_code": 0, "state": "stopped"}),
+    ("no DCS view, primary, lease deadline not yet reached",
+     snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False), state="primary",
+          no_cluster=True),
+     {"pg_role": "primary", "vip": True, "state": "primary"}),
+    ("no DCS view and PostgreSQL is a primary",
+     snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False, lease_deadline=NOW + 4),
+          state="primary", no_cluster=True),
+     {"pg_role": "replica", "leader": None, "vip": False, "lock_want": False,
+      "stop_mode": "immediate"}),
+    ("no DCS view",
+     snap("n2", lease=replace(NOT_HOLDING, connected=False), no_cluster=True),
+     {"pg_role": "none", "vip": False, "state": "replica"}),
+    ("data directory of another cluster",
+     snap("n2", pg=replace(REPLICA, sysid="123")),
+     {"exit_code": 1, "pg_role": "none", "state": "stopped"}),
+    ("holding the lock, bootstrap failed",
+     snap("n1", cl=cluster(leader="n1", initialize="", members=[member("n1", "uninitialized",
+          "initdb failed")]), pg=replace(EMPTY, state="initdb failed"), lease=HOLDING,
+          state="bootstrapping"),
+     {"lock_want": False, "exit_code": 1, "ops": (("cancel_initialize", {}),)}),
+    ("holding the lock, bootstrapping",
+     snap("n1", cl=cluster(leader="n1", initialize="", members=[]), pg=EMPTY, lease=HOLDING,
+          state="bootstrapping"),
+     {"pg_role": "primary", "bootstrap": "initdb", "lock_want": True}),
+    ("holding the lock without data",
+     snap("n1", pg=EMPTY, lease=HOLDING, state="replica"),
+     {"lock_want": False, "pg_role": "stopped"}),
+    ("holding the lock, PostgreSQL down past primary_start_timeout",
+     snap("n1", pg=STOPPED, lease=HOLDING,
+          memory=Memory(state="primary", since=NOW - 400, pg_down_since=NOW - 301)),
+     {"lock_want": False, "vip": False}),
+    ("holding the lock, PostgreSQL down",
+     snap("n1", pg=STOPPED, lease=HOLDING, state="primary"),
+     {"pg_role": "primary", "lock_want": True}),
+    ("holding the lock, replica, watchdog not armed yet",
+     snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
+          watchdog_ready=False),
+     {"pg_role": "replica", "watchdog": "armed", "lock_want": True}),
+    ("holding the lock, not yet primary",
+     snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate"),
+     {"pg_role": "primary", "lock_want": True, "watchdog": "armed", "state": "primary"}),
+    ("holding the lock as primary",
+     snap("n1", pg=PRIMARY, lease=HOLDING, state="primary"),
+     {"pg_role": "primary", "lock_want": True, "vip": True,
+      "reason": "no action: I am n1, the leader with the lock"}),
+    ("primary while another member holds the lock",
+     snap("n2", pg=PRIMARY, state="primary"),
+     {"pg_role": "replica", "leader": "n1", "stop_mode": "immediate", "vip": False}),
+    ("primary whose lock expired or was lost",
+     snap("n1", cl=cluster(leader=None), pg=PRIMARY,
+          lease=replace(HOLDING, lease_deadline=NOW + 1), state="primary"),
+     {"pg_role": "replica", "lock_want": False, "vip": False}),
+    ("another leader, no data, leader running",
+     snap("n3", pg=EMPTY, state="init"),
+     {"pg_role": "replica", "bootstrap": "basebackup", "leader": "n1", "state": "cloning"}),
+    ("another leader, no data, leader not running yet",
+     snap("n3", cl=cluster(members=[member("n1", "primary", "starting")]), pg=EMPTY,
+          state="init"),
+     {"pg_role": "none", "state": "init"}),
+    ("cloning in progress",
+     snap("n3", cl=cluster(leader=None), pg=replace(EMPTY, operation="basebackup"),
+          state="cloning"),
+     {"bootstrap": "basebackup", "state": "cloning"}),
+    ("another member holds the lock",
+     snap("n2"),
+     {"pg_role": "replica", "leader": "n1",
+      "reason": "no action: I am n2, a secondary, and following a leader (n1)"}),
+    ("uninitialized, I won the initialize race",
+     snap("n1", cl=cluster(leader=None, initialize=None, members=[]), pg=EMPTY, state="init",
+          ops={"initialize_race": OpState("ok", True)}),
+     {"lock_want": True, "state": "bootstrapping", "acquire_token": 1}),
+    ("uninitialized, initialize race lost",
+     snap("n2", cl=cluster(leader=None, initialize=None, members=[]), pg=EMPTY, state="init",
+          ops={"initialize_race": OpState("ok", False)}),
+     {"lock_want": False, "clear_ops": ("initialize_race",)}),
+    ("uninitialized cluster",
+     snap("n1", cl=cluster(leader=None, initialize=None, members=[]), pg=EMPTY, state="init"),
+     {"ops": (("initialize_race", {"sysid": ""}),), "lock_want": False}),
+    ("bootstrap in progress elsewhere",
+     snap("n2", cl=cluster(leader=None, initialize="", members=[]), pg=EMPTY, state="init"),
+     {"pg_role": "none", "lock_want": False}),
+    ("no leader and no data",
+     snap("n3", cl=cluster(leader=None), pg=EMPTY, state="init"),
+     {"pg_role": "none", "lock_want": False}),
+    ("no leader, I am not eligible",
+     snap("n2", cl=cluster(leader=None), nofailover=True),
+     {"pg_role": "replica", "lock_want": False, "state": "candidate"}),
+    ("no leader, a peer is healthier",
+     snap("n2", cl=cluster(leader=None, members=[member("n2"), member("n3", xlog=150)])),
+     {"pg_role": "replica", "lock_want": False}),
+    ("no leader, peers may not have reported yet",
+     snap("n2", cl=cluster(leader=None, members=[member("n2"), member("n3", xlog=50)])),
+     {"lock_want": False, "state": "candidate"}),
+    ("no leader, I am the healthiest",
+     snap("n2", cl=cluster(leader=None, members=[member("n2"), member("n3", xlog=50)]),
+          memory=Memory(state="candidate", since=NOW - 5, leader_gone_at=NOW - 2)),
+     {"lock_want": True, "acquire_token": 1, "pg_role": "replica"}),
+]
+
+
+@pytest.mark.parametrize("condition,s,expected", CASES, ids=[c[0] for c in CASES])
+def test_row(condition: str, s: Snapshot, expected: dict[str, Any]) -> None:
+    assert matching_transition(s).condition == condition
+    d = decide(s)
+    for key, want in expected.items():
+        if key == "state":
+            got: Any = d.memory.state
+        elif key == "acquire_token":
+            got = d.memory.acquire_token
+        else:
+            got = getattr(d, key)
+        assert got == want, f"{key}: {got!r} != {want!r} ({d.reason})"
+    assert d.reason and "\n" not in d.reason
+
+
+def test_every_row_has_a_case() -> None:
+    assert {c[0] for c in CASES} == {t.condition for t in TRANSITIONS}
+    assert len({t.condition for t in TRANSITIONS}) == len(TRANSITIONS)
+
+
+def test_lower_lag_than_allowed_blocks_the_race() -> None:
+    s = snap("n2", cl=cluster(leader=None, members=[member("n2")], optime=100 + 2 * 1048576))
+    d = decide(s)
+    assert not d.lock_want and "maximum_lag_on_failover" in d.reason
+
+
+def test_lock_confirmed_but_past_margin_is_not_held() -> None:
+    """Rule 1: a lease about to expire (inside the safety margin) does not count as held."""
+    lease = replace(HOLDING, lease_deadline=NOW + 4.9)  # safety margin 5
+    d = decide(snap("n1", pg=PRIMARY, lease=lease, state="primary"))
+    assert d.pg_role == "replica" and not d.vip
+
+
+def test_running_primary_never_keeps_writes_when_another_leader_appears() -> None:
+    d = decide(snap("n1", cl=cluster(leader="n3"), pg=PRIMARY, lease=HOLDING, state="primary"))
+    assert d.pg_role == "replica" and d.leader == "n3" and not d.lock_want
+
+
+def test_acquire_token_is_not_bumped_while_an_attempt_is_in_flight() -> None:
+    mem = Memory(state="candidate", since=NOW - 5, acquire_token=3, leader_gone_at=NOW - 2)
+    s = snap("n2", cl=cluster(leader=None, members=[member("n2")]), memory=mem,
+             lease=replace(NOT_HOLDING, acquire_token_done=2))
+    assert decide(s).memory.acquire_token == 3
+    s = replace(s, lease=replace(NOT_HOLDING, acquire_token_done=3))
+    assert decide(s).memory.acquire_token == 4
+
+
+def test_peer_claiming_primary_blocks_the_race() -> None:
+    s = snap("n2", cl=cluster(leader=None, members=[member("n1", "primary"), member("n2")]),
+             memory=Memory(state="candidate", since=NOW - 5, leader_gone_at=NOW - 2))
+    d = decide(s)
+    assert not d.lock_want and "running primary" in d.reason
+
+
+def test_nofailover_peer_with_more_wal_does_not_block_me() -> None:
+    s = snap("n2", cl=cluster(leader=None, members=[member("n2"),
+                                                    member("n3", xlog=999, nofailover=True)]),
+             memory=Memory(state="candidate", since=NOW - 5, leader_gone_at=NOW - 2))
+    assert decide(s).lock_want
+
+
+def test_stopped_state_is_terminal() -> None:
+    d = decide(snap("n2", state="stopped"))
+    assert d.action == "stay_stopped" and d.pg_role == "none"

@@ -1,0 +1,51 @@
+"""The api worker process: serve the REST API and publish the `api` section.
+
+The HTTP server runs in its own threads and only reads the shared state; this process's
+main thread just beats once a second and waits for SIGTERM.
+"""
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+from pgwarden.workers.api_server import ApiServer
+from pgwarden.workers.context import WorkerContext
+
+BEAT_INTERVAL = 1.0
+EXIT_CANNOT_LISTEN = 1
+
+
+def run(ctx: WorkerContext) -> None:
+    """Serve until SIGTERM. Raises SystemExit(1) if `restapi.listen` cannot be bound."""
+    ctx.shm.claim(ctx.name)
+    listen = ctx.config.restapi.listen
+    try:
+        server = ApiServer(ctx.config, ctx.shm)
+    except OSError as e:
+        ctx.log.error(
+            "cannot listen for the REST API on %s: %s; free the port or change restapi.listen",
+            listen, e.strerror or e,
+        )
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
+
+    stopping = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        ctx.wakeups.poke(ctx.name)  # cut the current wait short
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.start()
+        ctx.log.info("REST API listening on %s", server.listen)
+        # The first publish announces the address (a change: wake the supervisor). After
+        # that only the request counter moves, which no one acts on: beat without a poke.
+        ctx.publish({"listen": server.listen, "requests": server.app.requests})
+        while not stopping:
+            ctx.wakeups.wait(ctx.name, BEAT_INTERVAL)
+            ctx.shm.publish(ctx.name, {"listen": server.listen, "requests": server.app.requests})
+    finally:
+        server.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+    ctx.log.info("REST API stopped after %d requests", server.app.requests)
