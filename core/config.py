@@ -751,8 +751,10 @@ def _parse_postgresql(p: _Problems, doc: Mapping[str, Any]) -> PostgresConfig | 
                         "the PostgreSQL data directory, e.g. /var/lib/postgresql/15/main")
     bin_dir = _opt_str(p, pg, "bin_dir", "postgresql") or DEFAULT_BIN_DIR
     auth = _mapping(p, pg, "authentication", "postgresql")
-    superuser = _credentials(p, auth, "superuser", required=True)
-    replication = _credentials(p, auth, "replication", required=True)
+    # A broken authentication section is one problem, not three missing usernames.
+    auth_ok = not p.has("postgresql.authentication")
+    superuser = _credentials(p, auth, "superuser", required=auth_ok)
+    replication = _credentials(p, auth, "replication", required=auth_ok)
     rewind = _credentials(p, auth, "rewind", required=False)
     parameters = _parameters(p, pg, "parameters", "postgresql")
     pg_hba = _string_list(p, pg, "pg_hba", "postgresql", "one pg_hba.conf line")
@@ -807,13 +809,23 @@ def _parse_watchdog(p: _Problems, doc: Mapping[str, Any], ttl: int | None) -> Wa
     section = _mapping(p, doc, "watchdog", "")
     mode = _watchdog_mode(p, section)
     device = _opt_str(p, section, "device", "watchdog") or "/dev/watchdog"
+    return WatchdogConfig(mode=mode, device=device, safety_margin=_safety_margin(p, section, ttl))
+
+
+def _safety_margin(p: _Problems, section: Mapping[str, Any], ttl: int | None) -> int:
+    """The device timeout is ttl - safety_margin, so the margin must stay below ttl.
+
+    Unset, it is Patroni's 5 unless that does not fit the short ttl pgwarden allows; then
+    -1 (timeout ttl // 2), rather than failing on a value the user never wrote.
+    """
+    if section.get("safety_margin") is None:
+        return 5 if ttl is None or ttl > 5 else -1
     margin = _int(p, section, "safety_margin", "watchdog", 5, -1)
     if ttl is not None and margin >= ttl and not p.has("watchdog.safety_margin"):
-        # The device timeout is ttl - safety_margin; it must stay positive.
         p.add("watchdog.safety_margin",
               f"must be less than bootstrap.dcs.ttl ({ttl}), got {margin}: "
               "the watchdog timeout is ttl - safety_margin")
-    return WatchdogConfig(mode=mode, device=device, safety_margin=margin)
+    return margin
 
 
 def _watchdog_mode(p: _Problems, section: Mapping[str, Any]) -> str:

@@ -1,0 +1,307 @@
+"""A pgwarden cluster on loopback: one etcd and N agents, each with its own ports and files.
+
+Used by the integration tests (and handy by hand: `python -m pgwarden.lab.loopback DIR`).
+Every process it starts is tracked by pid and stopped by `close()`, also after a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from pgwarden.lab.etcd import EtcdProcess
+from pgwarden.lab.ports import free_port
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+SUPERUSER_PASSWORD = "warden-super"
+REPLICATION_PASSWORD = "warden-repl"
+
+
+@dataclass
+class Node:
+    name: str
+    dir: Path
+    api_port: int
+    pg_port: int
+    as_postgres_user: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: Any = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "pgwarden.yml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "pgwarden.log"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        """(status, parsed JSON body or None); status 0 when the API does not answer."""
+        try:
+            with urllib.request.urlopen(self.api + path, timeout=timeout) as r:
+                return r.status, _json(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _json(e.read())
+        except (urllib.error.URLError, OSError):
+            return 0, None
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+@dataclass
+class LoopbackCluster:
+    base: Path
+    size: int = 3
+    scope: str = "demo"
+    ttl: int = 10
+    loop_wait: int = 2
+    retry_timeout: int = 3
+    safety_margin: int = 3
+    postgres_user_nodes: tuple[str, ...] = ()  # run these agents as the postgres OS user
+    extra_dcs: dict[str, Any] = field(default_factory=dict)
+    etcd: EtcdProcess | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.base = Path(self.base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o755)
+        for i in range(1, self.size + 1):
+            name = f"n{i}"
+            node = Node(name, self.base / name, free_port(), free_port(),
+                        as_postgres_user=name in self.postgres_user_nodes)
+            node.dir.mkdir(exist_ok=True)
+            if node.as_postgres_user:
+                pw = pwd.getpwnam("postgres")
+                os.chown(node.dir, pw.pw_uid, pw.pw_gid)
+            self.nodes[name] = node
+
+    # -- setup ------------------------------------------------------------------------
+
+    def start_etcd(self) -> EtcdProcess:
+        self.etcd = EtcdProcess(self.base / "etcd")
+        self.etcd.start()
+        return self.etcd
+
+    def config_for(self, node: Node) -> dict[str, Any]:
+        assert self.etcd is not None
+        return {
+            "scope": self.scope,
+            "namespace": "/service/",
+            "name": node.name,
+            "restapi": {"listen": f"127.0.0.1:{node.api_port}",
+                        "connect_address": f"127.0.0.1:{node.api_port}"},
+            "etcd3": {"hosts": [self.etcd.endpoint]},
+            "bootstrap": {"dcs": {
+                "ttl": self.ttl, "loop_wait": self.loop_wait,
+                "retry_timeout": self.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "postgresql": {"use_pg_rewind": False, "use_slots": True,
+                               "parameters": {"max_connections": 50}},
+                **self.extra_dcs,
+            }},
+            "postgresql": {
+                "listen": f"127.0.0.1:{node.pg_port}",
+                "connect_address": f"127.0.0.1:{node.pg_port}",
+                "data_dir": str(node.data_dir),
+                "bin_dir": PG_BIN,
+                "authentication": {
+                    "superuser": {"username": "postgres", "password": SUPERUSER_PASSWORD},
+                    "replication": {"username": "replicator", "password": REPLICATION_PASSWORD},
+                },
+                "parameters": {"shared_buffers": "16MB", "fsync": "off",
+                               "wal_keep_size": "64MB"},
+                "pg_hba": [
+                    "local all all trust",
+                    "host replication replicator 127.0.0.1/32 scram-sha-256",
+                    "host all all 127.0.0.1/32 scram-sha-256",
+                ],
+            },
+            "watchdog": {"mode": "off", "safety_margin": self.safety_margin},
+            "tags": {"nofailover": False},
+            "log": {"level": "INFO"},
+        }
+
+    def write_configs(self) -> None:
+        for node in self.nodes.values():
+            node.config_path.write_text(yaml.safe_dump(self.config_for(node), sort_keys=False))
+            os.chmod(node.config_path, 0o644)
+
+    # -- agents -----------------------------------------------------------------------
+
+    def start(self, name: str) -> Node:
+        node = self.nodes[name]
+        cmd = [sys.executable, "-m", "pgwarden.supervisor.main", str(node.config_path)]
+        if node.as_postgres_user and os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        node.log_file = open(node.log_path, "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        node.proc = subprocess.Popen(cmd, stdout=node.log_file, stderr=subprocess.STDOUT,
+                                     cwd=str(node.dir), env=env, start_new_session=True)
+        return node
+
+    def start_all(self) -> None:
+        if self.etcd is None:
+            self.start_etcd()
+        self.write_configs()
+        for name in self.nodes:
+            self.start(name)
+
+    def agent_pid(self, name: str) -> int | None:
+        """The supervisor's pid (the runuser wrapper's child when run as postgres)."""
+        node = self.nodes[name]
+        if node.proc is None or node.proc.poll() is not None:
+            return None
+        if not node.as_postgres_user:
+            return node.proc.pid
+        import psutil
+
+        try:
+            kids = psutil.Process(node.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return None
+        return kids[0].pid if kids else None
+
+    def signal_agent(self, name: str, sig: int) -> None:
+        pid = self.agent_pid(name)
+        if pid:
+            os.kill(pid, sig)
+
+    def wait_agent_exit(self, name: str, timeout: float) -> int | None:
+        node = self.nodes[name]
+        if node.proc is None:
+            return None
+        try:
+            return node.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, name: str, timeout: float = 60.0) -> None:
+        node = self.nodes[name]
+        if node.proc is not None and node.proc.poll() is None:
+            self.signal_agent(name, signal.SIGTERM)
+            try:
+                node.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(node.proc.pid)
+                node.proc.wait(10)
+        if node.log_file:
+            node.log_file.close()
+            node.log_file = None
+        self._kill_postmaster(node)
+
+    def _kill_postmaster(self, node: Node) -> None:
+        """A postmaster left by a killed agent (KillMode=process semantics): stop it by pid."""
+        pidfile = node.data_dir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except (ProcessLookupError, PermissionError):
+            return
+        end = time.monotonic() + 10
+        while time.monotonic() < end and _alive(pid):
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for name in self.nodes:
+            try:
+                self.stop(name, timeout=30)
+            except Exception:  # noqa: BLE001 - teardown must go on
+                pass
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    def __enter__(self) -> "LoopbackCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- observation ------------------------------------------------------------------
+
+    def roles(self) -> dict[str, tuple[int, int]]:
+        """{name: (GET /primary status, GET /replica status)} for running agents."""
+        out = {}
+        for name, node in self.nodes.items():
+            if node.proc is None or node.proc.poll() is not None:
+                continue
+            out[name] = (node.get("/primary")[0], node.get("/replica")[0])
+        return out
+
+    def primary(self) -> str | None:
+        ps = [n for n, (p, _) in self.roles().items() if p == 200]
+        return ps[0] if len(ps) == 1 else None
+
+    def wait_until(self, cond: Callable[[], Any], timeout: float, what: str,
+                   step: float = 0.2) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = cond()
+            if got:
+                return got
+            time.sleep(step)
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n"
+                           + self.debug_dump())
+
+    def debug_dump(self) -> str:
+        parts = []
+        for name, node in self.nodes.items():
+            tail = "\n".join(node.log_text().splitlines()[-25:])
+            parts.append(f"--- {name} log tail ---\n{tail}")
+        return "\n".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
