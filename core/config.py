@@ -316,7 +316,9 @@ def _opt_str(p: _Problems, section: Mapping[str, Any], key: str, prefix: str) ->
     value = section.get(key)
     if value is None or isinstance(value, str):
         return value
-    p.add(_join(prefix, key), f"must be a string, got {_show(value)}: quote it in the YAML")
+    # A number or boolean was probably meant as text (name: 01, password: 1234, mode: on).
+    hint = ": quote it in the YAML" if isinstance(value, (int, float, bool)) else ""
+    p.add(_join(prefix, key), f"must be a string, got {_show(value)}{hint}")
     return None
 
 

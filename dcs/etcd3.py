@@ -20,8 +20,14 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable, Iterator, Sequence  # noqa: E402
 
+import warnings  # noqa: E402
+
 import grpc  # type: ignore[import-untyped]  # noqa: E402
-from etcd3 import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
+
+with warnings.catch_warnings():
+    # python-etcd3's generated code uses descriptor calls protobuf 6 deprecates (~100 warnings).
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from etcd3 import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
 
 from pgwarden.core.errors import DCSError  # noqa: E402
 from pgwarden.dcs.base import DCS  # noqa: E402

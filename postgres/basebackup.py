@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 from pgwarden.core.config_model import Credentials
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import runas
 from pgwarden.postgres.conffiles import conninfo_quote
-from pgwarden.postgres.datadir import data_dir_state
+from pgwarden.postgres.datadir import clear_data_dir, data_dir_state
 
 
 def pgpass_escape(value: str) -> str:
@@ -80,21 +79,10 @@ def basebackup(
     try:
         runas.run(cmd, timeout, what="pg_basebackup")
     except BaseException:
-        _remove_copy(data_dir, keep_dir=not created)
+        clear_data_dir(data_dir, remove_dir=created)
         raise
     finally:
         if passfile:
             os.unlink(passfile)
     runas.make_db_dir(data_dir)  # pg_basebackup keeps the mode it found; PostgreSQL wants 0700
 
-
-def _remove_copy(data_dir: str, keep_dir: bool) -> None:
-    if not keep_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        return
-    for name in os.listdir(data_dir) if os.path.isdir(data_dir) else []:
-        path = os.path.join(data_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)

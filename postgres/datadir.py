@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Literal
 
 from pgwarden.core.errors import PostgresError
@@ -71,3 +72,18 @@ def read_sysid(bin_dir: str, data_dir: str, timeout: float = 10.0) -> str:
     if not sysid:
         raise PostgresError(f"pg_controldata printed no system identifier for {data_dir}")
     return sysid
+
+
+def clear_data_dir(data_dir: str, remove_dir: bool) -> None:
+    """Remove what a failed initdb/basebackup of OURS left behind (never call it on a data
+    dir that held anything before that operation began): the whole dir if we created it,
+    else only its contents, so a dir an operator prepared keeps its owner and mode."""
+    if remove_dir:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    for name in os.listdir(data_dir) if os.path.isdir(data_dir) else []:
+        path = os.path.join(data_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)

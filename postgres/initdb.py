@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Sequence
 
 import psycopg
@@ -11,7 +10,7 @@ from psycopg import sql
 from pgwarden.core.config_model import Credentials
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import runas
-from pgwarden.postgres.datadir import data_dir_state
+from pgwarden.postgres.datadir import clear_data_dir, data_dir_state
 from pgwarden.postgres.query import ConnParams, Session, run_once
 
 
@@ -58,24 +57,11 @@ def initdb(
     try:
         runas.run(cmd, timeout, what="initdb")
     except BaseException:
-        _empty(data_dir, remove_dir=created)
+        clear_data_dir(data_dir, remove_dir=created)
         raise
     finally:
         if pwfile:
             os.unlink(pwfile)
-
-
-def _empty(data_dir: str, remove_dir: bool) -> None:
-    """Remove what a failed initdb left (initdb cleans up after itself, but not on timeout)."""
-    if remove_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        return
-    for name in os.listdir(data_dir) if os.path.isdir(data_dir) else []:
-        path = os.path.join(data_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
 
 
 def create_roles(

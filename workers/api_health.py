@@ -9,7 +9,7 @@ where Patroni silently ignores it and a typo in `?lag=` would pass a lagging rep
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pgwarden.workers.api_status import NodeStatus, is_truthy_tag
 
@@ -130,7 +130,7 @@ def check_health(status: NodeStatus, query: Query) -> int:
 
 
 def check_liveness(status: NodeStatus, query: Query) -> int:
-    """The supervisor's decision loop is alive (its heartbeat is recent), or we are paused.
+    """The supervisor's decision loop ran recently (`last_cycle`), or we are paused.
 
     A replica gets twice the ttl: killing it for a slow loop costs more than waiting.
     """

@@ -16,9 +16,10 @@ import logging
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -26,7 +27,12 @@ import orjson
 from pgwarden.core.clock import mono
 from pgwarden.core.config_model import Config
 from pgwarden.core.shm import SharedState
-from pgwarden.workers.api_health import STATUS_ONLY_PATHS, HEALTH_CHECKS, QueryError, health_code
+from pgwarden.workers.api_health import (
+    HEALTH_CHECKS,
+    STATUS_ONLY_PATHS,
+    QueryError,
+    health_code,
+)
 from pgwarden.workers.api_status import (
     STATUS_SECTIONS,
     Snapshot,
@@ -111,7 +117,7 @@ class ApiApp:
             return handler(request)
         except QueryError as e:
             return error_response(400, str(e))
-        except Exception as e:  # noqa: BLE001 - the server must outlive any handler bug
+        except Exception as e:  # the server must outlive any handler bug
             log.error("REST API %s %s failed: %s: %s", method, target, type(e).__name__, e)
             log.debug("REST API handler traceback", exc_info=True)
             return error_response(500, f"internal error: {type(e).__name__}: {e}")
@@ -160,7 +166,7 @@ class ApiApp:
 
 
 class ApiRequestHandler(BaseHTTPRequestHandler):
-    server: "ApiHttpServer"
+    server: ApiHttpServer
     # A client that connects and never finishes its request must not pin a thread forever.
     timeout = 10
 
@@ -237,9 +243,11 @@ class ApiServer:
     def port(self) -> int:
         return int(self.httpd.socket.getsockname()[1])
 
-    def start(self) -> None:
+    def start(self, poll_interval: float = 0.5) -> None:
+        """Serve in a daemon thread; `poll_interval` bounds how long shutdown() waits."""
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="api-http", daemon=True
+            target=self.httpd.serve_forever, kwargs={"poll_interval": poll_interval},
+            name="api-http", daemon=True,
         )
         self._thread.start()
 

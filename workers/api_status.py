@@ -10,8 +10,9 @@ parse them; pgwarden-only facts live under a separate `pgwarden` key.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from pgwarden.core.config_model import Config
@@ -41,7 +42,7 @@ class Snapshot:
     beats: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
-    def from_views(views: Mapping[str, SectionView]) -> "Snapshot":
+    def from_views(views: Mapping[str, SectionView]) -> Snapshot:
         """Build from `SharedState.read()` results; missing or torn sections read as empty."""
 
         def data(name: str) -> dict[str, Any]:
@@ -82,7 +83,7 @@ class NodeStatus:
     replayed_location: int | None
     ttl: int
     maximum_lag_on_failover: int
-    supervisor_age: float  # seconds since the supervisor's last heartbeat
+    supervisor_age: float  # seconds since the supervisor's last decision cycle
 
     @property
     def optime(self) -> int | None:
@@ -182,8 +183,18 @@ def node_status(snap: Snapshot, now: float, config: Config) -> NodeStatus:
         replayed_location=as_int(xlog_d.get("replayed_location")),
         ttl=ttl,
         maximum_lag_on_failover=dynamic_setting(snap, config, "maximum_lag_on_failover"),
-        supervisor_age=snap.age("supervisor", now),
+        supervisor_age=supervisor_age(snap, now),
     )
+
+
+def supervisor_age(snap: Snapshot, now: float) -> float:
+    """Seconds since the supervisor's last decision cycle (`last_cycle`), else its heartbeat.
+
+    `last_cycle` is stamped by the decision loop itself, so it stops when the loop hangs
+    even if something else kept the section's heartbeat going.
+    """
+    last_cycle = as_number(snap.supervisor.get("last_cycle"))
+    return snap.age("supervisor", now) if last_cycle is None else now - last_cycle
 
 
 def patroni_body(snap: Snapshot, status: NodeStatus, now: float) -> dict[str, Any]:
@@ -216,7 +227,10 @@ def patroni_body(snap: Snapshot, status: NodeStatus, now: float) -> dict[str, An
         body["pending_restart"] = True
         if isinstance(pg.get("pending_restart_reason"), dict):
             body["pending_restart_reason"] = pg["pending_restart_reason"]
-    body["patroni"] = {"version": __version__, "scope": status.scope, "name": status.name}
+    # Patroni tooling gates features on this version: report the Patroni release whose
+    # formats we speak; our own version is under "pgwarden".
+    body["patroni"] = {"version": PATRONI_COMPAT_VERSION, "scope": status.scope,
+                       "name": status.name}
     if snap.watchdog.get("failed") is True:
         body["watchdog_failed"] = True
     body["pgwarden"] = pgwarden_fields(snap, now)
@@ -228,7 +242,7 @@ def pgwarden_fields(snap: Snapshot, now: float) -> dict[str, Any]:
     deadline = as_number(snap.lease.get("lease_deadline"))
     decision = as_dict(snap.supervisor.get("decision"))
     return {
-        "patroni_compat": PATRONI_COMPAT_VERSION,
+        "version": __version__,
         "decision_reason": decision.get("reason"),
         "vip_held": snap.network.get("held") is True,
         "lease_deadline_in": None if deadline is None else round(deadline - now, 3),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgwarden.core.config_model import Config
-from pgwarden.core.version import __version__
+from pgwarden.core.version import PATRONI_COMPAT_VERSION
 
 
 def member_data(cfg: Config, pg: dict[str, Any], paused: bool) -> dict[str, Any]:
@@ -16,7 +16,8 @@ def member_data(cfg: Config, pg: dict[str, Any], paused: bool) -> dict[str, Any]
         "api_url": f"http://{api.host}:{api.port}/patroni",
         "state": pg.get("state") or "stopped",
         "role": role,
-        "version": __version__,
+        # Patroni's tools read this as the Patroni version (feature gates): speak theirs
+        "version": PATRONI_COMPAT_VERSION,
     }
     if pg.get("running"):
         xlog = pg.get("xlog") or {}

@@ -13,14 +13,21 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 
 from pgwarden.core.clock import mono, wall
 from pgwarden.core.config_model import (
-    Config, Credentials, DynamicConfig, HostPort, PostgresConfig, RestApiConfig, WatchdogConfig,
+    Config,
+    Credentials,
+    DynamicConfig,
+    HostPort,
+    PostgresConfig,
+    RestApiConfig,
+    WatchdogConfig,
 )
 from pgwarden.core.shm import SharedState
 from pgwarden.core.version import __version__
@@ -82,7 +89,7 @@ def publish_node(shm: SharedState, role: str) -> None:
         "decision": {"action": "none", "reason": f"no action: I am a healthy {role}", "at": wall()},
         "intent": {"epoch": 1, "pg": {"role": role}, "lock": {"want": primary, "acquire_token": 1}},
         "dynamic": {"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576},
-        "paused": False, "started_at": wall() - 60,
+        "workers": {}, "paused": False, "shutdown": False, "started_at": wall() - 60, "last_cycle": now,
     })
     shm.publish("lease", {
         "connected": True, "last_error": None, "lease_id": 7, "ttl": 30,
@@ -146,7 +153,7 @@ def _start(role: str) -> Iterator[Node]:
     shm = SharedState.create(None)
     publish_node(shm, role)
     server = ApiServer(make_config("n1" if role == "primary" else "n2", free_port()), shm)
-    server.start()
+    server.start(poll_interval=0.05)
     try:
         yield Node(shm, server)
     finally:
@@ -184,7 +191,7 @@ def test_head_and_options_give_the_status_alone(node: Node, method: str) -> None
 
 def test_liveness_and_readiness_are_status_only_on_get(node: Node) -> None:
     for path in ("/liveness", "/readiness"):
-        code, headers, body = node.call(path)
+        code, _, body = node.call(path)
         assert (code, body) == (EXPECTED[role_of(node)][path], b"")
 
 
@@ -203,7 +210,7 @@ def test_patroni_body_of_the_primary(primary: Node) -> None:
 def test_patroni_is_200_even_when_nothing_is_published() -> None:
     shm = SharedState.create(None)
     server = ApiServer(make_config("n1", free_port()), shm)
-    server.start()
+    server.start(poll_interval=0.05)
     try:
         node = Node(shm, server)
         code, body = node.json("/patroni")

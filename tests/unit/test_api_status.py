@@ -6,13 +6,24 @@ from typing import Any
 import pytest
 
 from pgwarden.core.config_model import (
-    Config, Credentials, DynamicConfig, HostPort, PostgresConfig, RestApiConfig, WatchdogConfig,
+    Config,
+    Credentials,
+    DynamicConfig,
+    HostPort,
+    PostgresConfig,
+    RestApiConfig,
+    WatchdogConfig,
 )
 from pgwarden.core.shm import SectionView
-from pgwarden.core.version import __version__
+from pgwarden.core.version import PATRONI_COMPAT_VERSION, __version__
 from pgwarden.dcs.model import ClusterView, Member, Versioned
 from pgwarden.workers.api_status import (
-    Snapshot, cluster_body, format_lsn, node_status, parse_conn_url, patroni_body,
+    Snapshot,
+    cluster_body,
+    format_lsn,
+    node_status,
+    parse_conn_url,
+    patroni_body,
 )
 
 NOW = 10_000.0  # mono seconds
@@ -62,7 +73,8 @@ def supervisor(paused: bool = False, ttl: int = 30) -> dict[str, Any]:
         "decision": {"action": "none", "reason": "no action: I am (n1), the leader with the lock", "at": WALL},
         "intent": {"epoch": 3, "pg": {"role": "primary"}, "lock": {"want": True, "acquire_token": 1}},
         "dynamic": {"ttl": ttl, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576},
-        "paused": paused, "started_at": WALL - 100,
+        "workers": {}, "paused": paused, "shutdown": False, "started_at": WALL - 100,
+        "last_cycle": NOW - 0.3,
     }
 
 
@@ -136,9 +148,9 @@ def test_primary_body_has_patronis_fields() -> None:
         "dcs_last_seen": int(WALL - 1.5),
         "tags": {"zone": "a"},
         "database_system_identifier": "7301234567890123456",
-        "patroni": {"version": __version__, "scope": "demo", "name": "n1"},
+        "patroni": {"version": PATRONI_COMPAT_VERSION, "scope": "demo", "name": "n1"},
         "pgwarden": {
-            "patroni_compat": "4.1.4",
+            "version": __version__,
             "decision_reason": "no action: I am (n1), the leader with the lock",
             "vip_held": True,
             "lease_deadline_in": 25.0,
@@ -234,6 +246,14 @@ def test_tags_follow_the_supervisors_effective_config() -> None:
     sup["config"] = {"tags": {"nofailover": True}}
     assert body(snap(supervisor=sup))["tags"] == {"nofailover": True}
     assert "tags" not in body(snap(), make_config(tags={}))
+
+
+def test_liveness_age_is_the_last_decision_cycle() -> None:
+    sup = supervisor()
+    sup["last_cycle"] = NOW - 40.0
+    assert node_status(snap(supervisor=sup, sup_age=0.1), NOW, make_config()).supervisor_age == 40.0
+    del sup["last_cycle"]  # an older supervisor: fall back to the section heartbeat
+    assert node_status(snap(supervisor=sup, sup_age=7.0), NOW, make_config()).supervisor_age == 7.0
 
 
 def test_snapshot_from_views_reads_torn_sections_as_empty() -> None:

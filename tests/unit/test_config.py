@@ -105,7 +105,7 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
      "name: is required: this node's name, unique in the cluster (or set PGWARDEN_NAME)"),
     ("name-empty", {"name": ""},
      "name: must not be empty: this node's name, unique in the cluster (or set PGWARDEN_NAME)"),
-    ("name-not-string", {"name": ["a"]}, "name: must be a string, got a list: quote it in the YAML"),
+    ("name-not-string", {"name": ["a"]}, "name: must be a string, got a list"),
     ("name-slash", {"name": "n/1"},
      "name: must not contain '/', got 'n/1': it becomes part of DCS key paths"),
     # restapi
@@ -772,7 +772,7 @@ ENV_CASES: list[tuple[str, str, Any]] = [
 def test_env_override(prefix: str, suffix: str, value: str, get: Any) -> None:
     env = {prefix + suffix: value}
     if suffix.startswith("RESTAPI_") and suffix.endswith(("USERNAME", "PASSWORD")):
-        env.update({"PGWARDEN_RESTAPI_USERNAME": "u", "PGWARDEN_RESTAPI_PASSWORD": "p"} | env)
+        env = {prefix + "RESTAPI_USERNAME": "u", prefix + "RESTAPI_PASSWORD": "p"} | env  # a pair
     cfg = parse(base(), env=env)
     assert get(cfg) == value
 
