@@ -222,20 +222,23 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: str) -> Any:
-    """The parsed document; any file or YAML problem becomes a one-line ConfigError."""
+    """The parsed document; any file or YAML problem becomes a one-line ConfigError.
+
+    Messages leave the path out, like every other ConfigError: callers print it in front.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
+        raise ConfigError("", f"cannot read the file: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError("", f"cannot read {path}: not UTF-8 text ({e.reason})") from None
+        raise ConfigError("", f"cannot read the file: not UTF-8 text ({e.reason})") from None
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        raise ConfigError("", f"{path}: invalid YAML{_yaml_where(e)}") from None
+        raise ConfigError("", f"invalid YAML{_yaml_where(e)}") from None
     if doc is None:
-        raise ConfigError("", f"{path}: the file is empty: see etc/pgwarden.yml for an example")
+        raise ConfigError("", "the file is empty: see etc/pgwarden.yml for an example")
     return doc
 
 

@@ -7,31 +7,30 @@ is down. Every call here has a deadline and raises DCSError; the watch is our ow
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 # python-etcd3's generated code fails to import under protobuf >= 4's C implementation;
-# this must run before protobuf is first imported anywhere in the process.
+# this must run before protobuf is first imported anywhere in the process (grpc included).
 os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
 
-import ipaddress  # noqa: E402
-import logging  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
-
-import warnings  # noqa: E402
-
-import grpc  # type: ignore[import-untyped]  # noqa: E402
+import grpc  # type: ignore[import-untyped]
 
 with warnings.catch_warnings():
     # python-etcd3's generated code uses descriptor calls protobuf 6 deprecates (~100 warnings).
     warnings.simplefilter("ignore", DeprecationWarning)
-    from etcd3 import etcdrpc  # type: ignore[import-untyped]  # noqa: E402
+    from etcd3 import etcdrpc  # type: ignore[import-untyped]
 
-from pgwarden.core.errors import DCSError  # noqa: E402
-from pgwarden.dcs.base import DCS  # noqa: E402
-from pgwarden.dcs.model import (  # noqa: E402
+from pgwarden.core.errors import DCSError
+from pgwarden.dcs.base import DCS
+from pgwarden.dcs.model import (
     KEY_CONFIG,
     KEY_FAILOVER,
     KEY_HISTORY,

@@ -123,7 +123,7 @@ class Member:
             return 1
 
     @staticmethod
-    def decode(name: str, raw: str | None, version: int = 0, lease: int = 0) -> "Member | None":
+    def decode(name: str, raw: str | None, version: int = 0, lease: int = 0) -> Member | None:
         data = loads_object(raw)
         return None if data is None else Member(name, data, version, lease)
 
@@ -131,7 +131,7 @@ class Member:
         return {"name": self.name, "data": self.data, "version": self.version, "lease": self.lease}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Member":
+    def from_dict(d: dict[str, Any]) -> Member:
         return Member(d["name"], d.get("data") or {}, d.get("version", 0), d.get("lease", 0))
 
 
@@ -163,7 +163,7 @@ class ClusterView:
     problems: tuple[str, ...] = ()
 
     @staticmethod
-    def from_kv(items: dict[str, tuple[str, int, int]], revision: int) -> "ClusterView":
+    def from_kv(items: dict[str, tuple[str, int, int]], revision: int) -> ClusterView:
         """Build a view from {relative key: (value, mod_revision, lease)}."""
         problems: list[str] = []
         members: dict[str, Member] = {}
@@ -247,7 +247,7 @@ class ClusterView:
         }
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ClusterView":
+    def from_dict(d: dict[str, Any]) -> ClusterView:
         def v(x: Any) -> Versioned:
             return Versioned(x.get("value"), x.get("version", 0)) if isinstance(x, dict) else Versioned()
 

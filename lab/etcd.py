@@ -10,16 +10,17 @@ import sys
 import time
 import urllib.request
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import Self
 
 from pgwarden.lab.ports import free_port
 
 ETCD_BIN = "/usr/bin/etcd"
 
 # Every started server, so an interpreter exit without teardown still stops them.
-_live: "weakref.WeakSet[EtcdProcess]" = weakref.WeakSet()
+_live: weakref.WeakSet[EtcdProcess] = weakref.WeakSet()
 
 
 def _stop_all() -> None:
@@ -163,7 +164,7 @@ class EtcdProcess:
             )
             cmd = ["ip", "netns", "exec", self.netns, sys.executable, "-c", probe]
             try:
-                return subprocess.run(cmd, capture_output=True, timeout=3).returncode == 0
+                return subprocess.run(cmd, check=False, capture_output=True, timeout=3).returncode == 0
             except subprocess.TimeoutExpired:
                 return False
         try:
@@ -225,7 +226,7 @@ class EtcdProcess:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "EtcdProcess":
+    def __enter__(self) -> Self:
         if self.pid is None:
             self.start()
         return self

@@ -258,19 +258,30 @@ class Postmaster:
         self._signal(signal.SIGHUP)
 
     def wait_exit(self, timeout: float) -> bool:
-        """Wait until the postmaster has exited and its pid vanished; False on timeout."""
+        """Wait until the postmaster has exited and its lock on the data dir is free.
+
+        Free: postmaster.pid removed (every clean stop, even immediate), or its pid gone.
+        After a SIGKILL the file stays, and a non-child's pid stays a zombie until PID 1
+        reaps it (~1 s here; PostgreSQL takes a zombie for a live postmaster): wait for that
+        too, up to a few seconds beyond `timeout`. False on timeout.
+        """
         deadline = mono() + timeout
         if self._pidfd is not None:
             poller = select.poll()
             poller.register(self._pidfd, select.POLLIN)
             if not poller.poll(max(0.0, deadline - mono()) * 1000):
                 return False
-        while self.poll() is None or (self.adopted and _pid_present(self.pid)):
-            # A non-child's pid stays a zombie until PID 1 reaps it: wait for that too.
+        while self.poll() is None or self._lock_held():
             if mono() >= deadline + (_LINGER_TIMEOUT if self.adopted else 0):
                 return False
             time.sleep(_POLL_INTERVAL)
         return True
+
+    def _lock_held(self) -> bool:
+        if not self.adopted:
+            return False  # our child is reaped by poll(): its pid is gone already
+        pf = read_pidfile(self.data_dir)
+        return pf is not None and pf.pid == self.pid and _pid_present(self.pid)
 
     # -- state ---------------------------------------------------------------------
     def poll(self) -> int | None:

@@ -125,9 +125,20 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
     proc.communicate()
 
 
+_ERROR_MARKS = ("error:", "FATAL:", "PANIC:", "ERROR:")
+
+
 def last_line(text: str) -> str:
-    """The last non-empty line of a program's output: PostgreSQL tools put the cause there."""
+    """The line of a program's output that says what went wrong.
+
+    The last line that reports an error ("pg_basebackup: error: ...", "FATAL:  ..."), not
+    merely the last line: libpq appends remarks such as "password retrieved from file" after
+    the cause. Falls back to the last non-empty line.
+    """
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if any(mark in ln for mark in _ERROR_MARKS)]
+    if errors:
+        return errors[-1]
     return lines[-1] if lines else "no output"
 
 

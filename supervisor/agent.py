@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
-import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -80,6 +79,8 @@ class Agent:
         self.decision: Decision | None = None
         self._last_logged: tuple[str, str, float] = ("", "", 0.0)
         self.started_at = wall()
+        self._dyn_version = -1
+        self._dyn_cache: DynamicConfig | None = None
         self.worker_modules = {n: importlib.import_module(f"pgwarden.workers.{n}_worker")
                                for n in WORKERS}
 
@@ -197,10 +198,18 @@ class Agent:
         lease = lease or self.shm.read("lease")
         view = cluster_view(lease, mono(), float(self.cfg.bootstrap_dcs.ttl) * 4)
         if view is not None and isinstance(view.config.value, dict):
-            try:
-                return dynamic_from_dict(view.config.value)
-            except ConfigError as e:
-                log.warning("ignoring the DCS config key: %s", e)
+            version = view.config.version
+            if version != self._dyn_version:
+                self._dyn_version = version
+                try:
+                    self._dyn_cache = dynamic_from_dict(view.config.value, repair=True)
+                    for c in self._dyn_cache.corrections:
+                        log.warning("DCS config key: %s", c)
+                except ConfigError as e:
+                    log.warning("ignoring the DCS config key (version %d): %s", version, e)
+                    self._dyn_cache = None
+            if self._dyn_cache is not None:
+                return self._dyn_cache
         return self.cfg.bootstrap_dcs
 
     def _cycle(self) -> Decision:
@@ -276,12 +285,3 @@ def _leader_conn(cluster: ClusterView | None, leader: str | None) -> dict[str, A
         return {"host": parts.hostname, "port": parts.port or 5432}
     except ValueError:
         return None
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    end = mono() + timeout
-    while mono() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()

@@ -30,7 +30,7 @@ from pgwarden.core.config_model import (
     WatchdogConfig,
 )
 from pgwarden.core.shm import SharedState
-from pgwarden.core.version import __version__
+from pgwarden.core.version import PATRONI_COMPAT_VERSION, __version__
 from pgwarden.core.wakeup import Wakeups
 from pgwarden.dcs.model import ClusterView, Member, Versioned
 from pgwarden.workers.api_server import ApiServer
@@ -179,7 +179,7 @@ def test_get_health_paths_answer_with_the_status_json(node: Node) -> None:
         code, body = node.json(path)
         assert code == EXPECTED[role_of(node)][path], path
         assert body["role"] == role_of(node) and body["state"] == "running"
-        assert body["patroni"] == {"version": __version__, "scope": "demo", "name": node.server.app.config.name}
+        assert body["patroni"] == {"version": PATRONI_COMPAT_VERSION, "scope": "demo", "name": node.server.app.config.name}
 
 
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])

@@ -7,19 +7,17 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-
 from pgwarden.core.errors import DCSError
-from pgwarden.dcs.etcd3 import Etcd3DCS  # first: sets the protobuf switch etcd3 needs
+from pgwarden.dcs.etcd3 import Etcd3DCS
 from pgwarden.dcs.model import ClusterView, dumps
 from pgwarden.lab.etcd import EtcdProcess
 from pgwarden.lab.ports import free_port
-
-import etcd3  # type: ignore[import-untyped]  # noqa: E402,I001  (a plain client, as Patroni's peers see etcd)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -49,6 +47,13 @@ def make_dcs(etcd: EtcdProcess) -> Iterator[MakeDCS]:
     yield make
     for dcs in made:
         dcs.close()
+
+
+def raw_client(etcd: EtcdProcess) -> Any:
+    """A plain python-etcd3 client: etcd as Patroni and etcdctl users see it."""
+    import etcd3  # type: ignore[import-untyped]  # after pgwarden.dcs.etcd3 set the protobuf switch
+
+    return etcd3.client("127.0.0.1", etcd.client_port, timeout=2)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> None:
@@ -160,7 +165,7 @@ def test_lease_expiry_removes_member_and_leader_together(make_dcs: MakeDCS) -> N
     wait_until(lambda: not (v := observer.read_cluster()).members and v.leader is None, 8,
                "the member and leader keys expire")
     rec.wait_for(lambda v: v.leader is None, 2)
-    both = [i for i, v in enumerate(rec.seen) if v.leader and "n1" in v.members][0]
+    both = next(i for i, v in enumerate(rec.seen) if v.leader and "n1" in v.members)
     for v in rec.seen[both:]:
         assert (v.leader is None) == ("n1" not in v.members), "one key outlived the other"
     assert not agent.refresh_lease()  # etcd answers TTL 0 for an expired lease
@@ -177,7 +182,7 @@ def test_ensure_leader_renews_then_reports_the_loss(etcd: EtcdProcess, make_dcs:
     new_lease = a.grant_lease()  # e.g. after a TTL change: the key must follow the lease
     assert a.ensure_leader("a")
     assert a.read_cluster().leader_lease == new_lease
-    with etcd3.client("127.0.0.1", etcd.client_port, timeout=2) as raw:
+    with raw_client(etcd) as raw:
         raw.delete(PREFIX + "leader")  # as an operator might
     assert a.read_cluster().leader is None
     assert a.ensure_leader("a")  # absent: re-created (base.py contract)
@@ -243,7 +248,7 @@ def test_watch_relists_when_its_start_revision_was_compacted(etcd: EtcdProcess, 
     dcs = make_dcs()
     for i in range(5):
         dcs.set_history([[i]])
-    with etcd3.client("127.0.0.1", etcd.client_port, timeout=2) as raw:
+    with raw_client(etcd) as raw:
         raw.compact(dcs.read_cluster().revision)
     real_list, calls = dcs._list, []
 
@@ -342,7 +347,7 @@ def test_keys_and_values_are_patronis(etcd: EtcdProcess, make_dcs: MakeDCS) -> N
     assert dcs.set_sync({"leader": "n1", "sync_standby": None}, 0)
     dcs.set_history([[1, 25165984, "no recovery target specified", "2026-01-01T10:00:00+00:00", "n1"]])
     dcs.set_status({"optime": 50331800, "slots": {}, "retain_slots": ["n1"]})
-    with etcd3.client("127.0.0.1", etcd.client_port, timeout=2) as raw:
+    with raw_client(etcd) as raw:
         stored = {meta.key.decode(): (value.decode(), meta.lease_id) for value, meta in raw.get_prefix(PREFIX)}
         assert stored == {
             PREFIX + "members/n1": (dumps(member), lease),

@@ -5,7 +5,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from pgwarden.dcs.model import ClusterView, Member, cluster_prefix, dumps
 
 PATRONI_MEMBER = (
@@ -128,7 +127,7 @@ def test_optime_ignores_non_integers() -> None:
 
 
 def test_unknown_keys_are_ignored() -> None:
-    v = view(**{"optime__leader": "123", "members__": "{}", "foo": "bar"})
+    v = view(optime__leader="123", members__="{}", foo="bar")
     assert v.members == {} and v.problems == ()
 
 
