@@ -67,15 +67,16 @@ class _LeaseNotFound(DCSError):
     """A put named a lease etcd no longer has (it expired): grant a new one and retry."""
 
 
-def _error(what: str, exc: grpc.RpcError, timeout: float) -> DCSError:
+def _error(target: str, what: str, exc: grpc.RpcError, timeout: float) -> DCSError:
+    """One line naming the endpoints, the operation and etcd's or gRPC's reason."""
     code = exc.code() if hasattr(exc, "code") else None
     details = " ".join(str(exc.details() if hasattr(exc, "details") else exc).split())
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DCSError(f"etcd {what}: no answer within {timeout:.1f} s")
+        return DCSError(f"etcd {target}: {what}: no answer within {timeout:.1f} s")
     if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
-        return _LeaseNotFound(f"etcd {what}: {details}")
+        return _LeaseNotFound(f"etcd {target}: {what}: {details}")
     name = code.name if code is not None else "error"
-    return DCSError(f"etcd {what} failed ({name}): {details}")
+    return DCSError(f"etcd {target}: {what} failed ({name}): {details}")
 
 
 # -- endpoints ---------------------------------------------------------------------
@@ -161,6 +162,7 @@ class _Rpc:
     """The channel and stubs; every unary call bounded by a deadline, failures -> DCSError."""
 
     def __init__(self, target: str) -> None:
+        self.target = target
         self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self.kv = etcdrpc.KVStub(self.channel)
         self.lease = etcdrpc.LeaseStub(self.channel)
@@ -169,30 +171,30 @@ class _Rpc:
     def call(self, what: str, method: Callable[..., Any], request: Any, deadline: float) -> Any:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DCSError(f"etcd {what}: out of time before the call")
+            raise DCSError(f"etcd {self.target}: {what}: out of time before the call")
         try:
             return method(request, timeout=left, metadata=_METADATA)
         except grpc.RpcError as exc:
-            raise _error(what, exc, left) from None
+            raise _error(self.target, what, exc, left) from None
         except ValueError as exc:  # grpc raises it on a closed channel
-            raise DCSError(f"etcd {what}: {exc}") from None
+            raise DCSError(f"etcd {self.target}: {what}: {exc}") from None
 
     def keepalive(self, lease_id: int, deadline: float) -> int:
         """One lease keepalive round trip; the TTL left (0: the lease is gone)."""
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DCSError("etcd lease keepalive: out of time before the call")
+            raise DCSError(f"etcd {self.target}: lease keepalive: out of time before the call")
         request = etcdrpc.LeaseKeepAliveRequest(ID=lease_id)
         try:
             stream = self.lease.LeaseKeepAlive(iter([request]), timeout=left, metadata=_METADATA)
         except ValueError as exc:
-            raise DCSError(f"etcd lease keepalive: {exc}") from None
+            raise DCSError(f"etcd {self.target}: lease keepalive: {exc}") from None
         try:
             for response in stream:
                 return int(response.TTL)
-            raise DCSError("etcd lease keepalive: the stream closed without an answer")
+            raise DCSError(f"etcd {self.target}: lease keepalive: the stream closed without an answer")
         except grpc.RpcError as exc:
-            raise _error("lease keepalive", exc, left) from None
+            raise _error(self.target, "lease keepalive", exc, left) from None
         finally:
             stream.cancel()
 
@@ -230,7 +232,7 @@ class Etcd3DCS(DCS):
         request = etcdrpc.LeaseGrantRequest(TTL=self.ttl)
         response = self._rpc.call("lease grant", self._rpc.lease.LeaseGrant, request, deadline)
         if response.error:
-            raise DCSError(f"etcd lease grant: {response.error}")
+            raise DCSError(f"etcd {self.target}: lease grant: {response.error}")
         self._lease_id = int(response.ID)
         return self._lease_id
 
@@ -422,7 +424,7 @@ class _PrefixWatch:
             except DCSError as exc:
                 reason = str(exc)
             except grpc.RpcError as exc:
-                reason = str(_error("watch", exc, self._timeout))
+                reason = str(_error(self._rpc.target, "watch", exc, self._timeout))
             except Exception:  # the thread must survive anything (it is the cache)
                 log.exception("etcd watch failed unexpectedly")
                 reason = None

@@ -101,7 +101,9 @@ class LoopbackCluster:
             node = Node(name, self.base / name, free_port(), free_port(),
                         as_postgres_user=name in self.postgres_user_nodes)
             node.dir.mkdir(exist_ok=True)
-            if node.as_postgres_user:
+            # PostgreSQL puts its socket in the data dir's parent (per instance), so the
+            # database user must own it, as /var/lib/postgresql/15 is owned on Debian.
+            if os.geteuid() == 0:
                 pw = pwd.getpwnam("postgres")
                 os.chown(node.dir, pw.pw_uid, pw.pw_gid)
             self.nodes[name] = node

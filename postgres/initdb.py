@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
-from psycopg import sql
-
 from pgwarden.core.config_model import Credentials
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import runas
 from pgwarden.postgres.datadir import clear_data_dir, data_dir_state
 from pgwarden.postgres.query import ConnParams, Session, run_once
+from psycopg import sql
 
 
 def initdb(

@@ -16,11 +16,11 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Literal, Sequence
+from typing import IO, Literal
 
 import psutil
-
 from pgwarden.core.clock import mono
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import runas
@@ -100,7 +100,7 @@ def _classify(pf: PidFile, data_dir: str) -> tuple[str, psutil.Process | None]:
         if cwd_ok is False or not (cwd_ok or time_ok):
             return "stale", None
         if proc.ppid() > 1 and _is_postgres_of(psutil.Process(proc.ppid()), data_dir):
-            return "stale", None  # the pid was recycled by a child of ANOTHER postmaster
+            return "stale", None  # a backend of this data dir (its parent is a postmaster)
         return "running", proc
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return "stale", None
@@ -165,24 +165,9 @@ class Postmaster:
         if self.is_running():
             raise PostgresError(f"postgres already runs on {self.data_dir} (pid {self.pid})")
         self._wait_for_stale_lock(lock_timeout)
-        log = self._open_log()
-        try:
-            child = subprocess.Popen(
-                [os.path.join(self.bin_dir, "postgres"), "-D", self.data_dir, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd="/",
-                env=runas.db_env(),
-                # Own session: a Ctrl-C or SIGTERM aimed at the agent's process group must not
-                # reach PostgreSQL (it has its own stop modes, chosen by us).
-                start_new_session=True,
-                **runas.popen_kwargs(),
-            )
-        except OSError as e:
-            raise PostgresError(f"cannot start postgres: {e.strerror}") from None
-        finally:
-            log.close()
+        # Our copy of the log fd is closed once the child has its own.
+        with self._open_log() as log:
+            child = self._spawn(log, args)
         self._forget()
         self._child, self.pid, self.adopted = child, child.pid, False
         self._pidfd = os.pidfd_open(child.pid)
@@ -339,6 +324,23 @@ class Postmaster:
         except ProcessLookupError:
             pass  # exited in the meantime: poll() will report it
 
+    def _spawn(self, log: IO[bytes], args: Sequence[str]) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                [os.path.join(self.bin_dir, "postgres"), "-D", self.data_dir, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                env=runas.db_env(),
+                # Own session: a Ctrl-C or SIGTERM aimed at the agent's process group must not
+                # reach PostgreSQL (it has its own stop modes, chosen by us).
+                start_new_session=True,
+                **runas.popen_kwargs(),
+            )
+        except OSError as e:
+            raise PostgresError(f"cannot start postgres: {e.strerror}") from None
+
     def _forget(self) -> None:
         self._close_pidfd()
         self._child, self._exit, self.pid, self.create_time = None, None, None, None
@@ -350,7 +352,7 @@ class Postmaster:
 
     def _open_log(self) -> IO[bytes]:
         try:
-            log = open(self.log_path, "ab")
+            log = open(self.log_path, "ab")  # noqa: SIM115 - the caller closes it (with-block)
         except OSError as e:
             raise PostgresError(f"cannot open the postgres log {self.log_path}: {e.strerror}") from None
         runas.chown_to_db(self.log_path)
@@ -362,7 +364,7 @@ class Postmaster:
             return
         deadline = mono() + timeout
         while True:
-            kind, proc = _classify(pf, self.data_dir)
+            kind, _ = _classify(pf, self.data_dir)
             if kind == "running":
                 raise PostgresError(
                     f"a postmaster (pid {pf.pid}) already runs on {self.data_dir}: adopt it"

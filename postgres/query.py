@@ -9,16 +9,19 @@ kept open between calls avoids that cost and is bounded by the watchdog alone.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
-
 from pgwarden.core.clock import mono
+from pgwarden.core.config_model import PostgresConfig
 from pgwarden.core.errors import PostgresError
+from pgwarden.postgres.conffiles import default_socket_dir
 
 T = TypeVar("T")
 
@@ -131,12 +134,11 @@ class Session:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            # Closing a broken connection may complain; it is gone either way.
+            with contextlib.suppress(psycopg.Error, OSError):
                 conn.close()
-            except Exception:  # closing a broken connection may complain; it is gone anyway
-                pass
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,3 +215,27 @@ def run_once(
     with Session(params, timeout) as session:
         return session.call(fn, timeout, what)
 
+
+
+def local_superuser_params(
+    cfg: PostgresConfig, socket_dir: str | None = None, application_name: str = "pgwarden"
+) -> ConnParams:
+    """How the agent reaches its own server as the superuser (Patroni's rules).
+
+    `use_unix_socket`: through the instance's socket directory. Otherwise TCP to the first
+    `listen` address, a wildcard meaning loopback.
+    """
+    if cfg.use_unix_socket:
+        host = socket_dir or default_socket_dir(cfg.data_dir)
+    else:
+        listen = cfg.listen.host.strip()
+        host = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            listen, listen
+        )
+    return ConnParams(
+        host=host,
+        port=cfg.listen.port,
+        user=cfg.superuser.username,
+        password=cfg.superuser.password,
+        application_name=application_name,
+    )

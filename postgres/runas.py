@@ -12,8 +12,9 @@ import pwd
 import signal
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pgwarden.core.errors import PostgresError
 

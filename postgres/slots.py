@@ -7,11 +7,11 @@ keeps WAL forever and fills the disk, so slots of departed members are dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import psycopg
-
 from pgwarden.postgres.query import ConnParams, Session, run_once
 
 _INVALID_CHAR = re.compile(r"[^a-z0-9_]")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-
 from pgwarden.postgres.lsn import parse_lsn_or_none
 from pgwarden.postgres.query import ConnParams, Session, run_once
 
@@ -44,7 +43,9 @@ SELECT r.in_recovery,
                    'client_addr', s.client_addr, 'state', s.state,
                    'sync_state', s.sync_state, 'sync_priority', s.sync_priority)
                    ORDER BY s.application_name)
-          FROM pg_catalog.pg_stat_replication s)
+          FROM pg_catalog.pg_stat_replication s),
+       (SELECT pg_catalog.array_agg(name ORDER BY name)
+          FROM pg_catalog.pg_settings WHERE pending_restart)
   FROM (SELECT pg_catalog.pg_is_in_recovery() AS in_recovery) r
   LEFT JOIN pg_catalog.pg_stat_wal_receiver w ON true
 """
@@ -73,7 +74,7 @@ def from_row(row: tuple[Any, ...]) -> dict[str, Any]:
     """Shape one result row into the `postgres` section fields (pure, unit-testable)."""
     (in_recovery, version, sysid, start_time, flush_lsn, timeline, receive_lsn, replay_lsn,
      replay_ts, paused, wr_status, wr_written, wr_host, wr_port, wr_slot, restore_command,
-     replication) = row
+     replication, pending) = row
     out: dict[str, Any] = {
         "role": "replica" if in_recovery else "primary",
         "server_version": version,
@@ -81,6 +82,9 @@ def from_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "postmaster_start_time": None if start_time is None else str(start_time),
         "timeline": timeline,
         "replication": [_replication_row(r) for r in replication or []],
+        # Settings changed in the files (and reloaded) that only a restart applies.
+        "pending_restart": bool(pending),
+        "pending_restart_params": list(pending or []),
     }
     if in_recovery:
         # The WAL receiver's written position is ahead of pg_last_wal_receive_lsn (flushed);

@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
-
 from pgwarden.core.config_model import Credentials
 from pgwarden.postgres import (
     basebackup,
@@ -279,7 +279,7 @@ def test_flow_as_the_postgres_user(lab: Lab) -> None:
         pytest.skip("needs root to switch to the postgres user")
     done = subprocess.run(
         ["runuser", "-u", runas.DB_OS_USER, "--", VENV_PYTHON, os.path.abspath(__file__), lab.base],
-        capture_output=True, text=True, timeout=60, cwd="/",
+        check=False, capture_output=True, text=True, timeout=60, cwd="/",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,7 +3,6 @@ import os
 import re
 
 import pytest
-
 from pgwarden.core.config_model import Credentials, HostPort, PostgresConfig
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import conffiles, hba
@@ -11,7 +10,7 @@ from pgwarden.postgres.conffiles import ConfChange, Upstream
 
 
 def settings(**kw):  # type: ignore[no-untyped-def]
-    args = dict(listen_addresses="127.0.0.1", port=5433, socket_dir="/srv/pg")
+    args = {"listen_addresses": "127.0.0.1", "port": 5433, "socket_dir": "/srv/pg"}
     args.update(kw)
     return conffiles.build_settings(**args)
 

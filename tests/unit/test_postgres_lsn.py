@@ -1,6 +1,5 @@
 """LSN text <-> integer, as PostgreSQL prints them and Patroni publishes them."""
 import pytest
-
 from pgwarden.postgres.lsn import format_lsn, parse_lsn, parse_lsn_or_none
 
 

@@ -3,7 +3,6 @@ import datetime
 import os
 
 import pytest
-
 from pgwarden.postgres import datadir, process, status
 from pgwarden.postgres.basebackup import pgpass_line
 from pgwarden.postgres.slots import slot_name
@@ -25,13 +24,13 @@ def test_slot_names_match_patroni(member: str, slot: str) -> None:
 
 
 def _row(**over):  # type: ignore[no-untyped-def]
-    base = dict(
-        in_recovery=False, version=150018, sysid="7714616560370616734",
-        start=datetime.datetime(2026, 1, 2, 10, 0, 0, 100000, tzinfo=datetime.timezone.utc),
-        flush="0/3000060", timeline=1, receive=None, replay=None, replay_ts=None, paused=False,
-        wr_status=None, wr_written=None, wr_host=None, wr_port=None, wr_slot=None,
-        restore_command="", replication=None,
-    )
+    base = {
+        "in_recovery": False, "version": 150018, "sysid": "7714616560370616734",
+        "start": datetime.datetime(2026, 1, 2, 10, 0, 0, 100000, tzinfo=datetime.UTC),
+        "flush": "0/3000060", "timeline": 1, "receive": None, "replay": None, "replay_ts": None, "paused": False,
+        "wr_status": None, "wr_written": None, "wr_host": None, "wr_port": None, "wr_slot": None,
+        "restore_command": "", "replication": None, "pending": None,
+    }
     base.update(over)
     return tuple(base.values())
 
@@ -48,6 +47,9 @@ def test_primary_sample_shape() -> None:
     assert out["replication_state"] is None
     assert out["replication"] == [{k: v for k, v in rep[0].items() if k != "extra"}]
     assert out["sysid"] == "7714616560370616734"
+    assert out["pending_restart"] is False and out["pending_restart_params"] == []
+    pending = status.from_row(_row(pending=["max_connections"]))
+    assert pending["pending_restart"] and pending["pending_restart_params"] == ["max_connections"]
 
 
 def test_streaming_replica_sample_shape() -> None:

@@ -1,0 +1,410 @@
+"""The postgres worker: owns the postmaster and converges it on the supervisor's intent.
+
+Sensors: the postmaster's exit (a pidfd, so a crash is known at once), and a bounded status
+sample every second. Actuators: initdb, pg_basebackup, start, stop, promote, demote, follow a
+new leader (primary_conninfo is reloadable in PostgreSQL >= 13), replication slots.
+
+Long operations run in one background thread at a time ("operation" in the section) while
+the loop keeps beating, so the supervisor never mistakes a long basebackup for a hang. While
+an operation runs the loop does not touch the Postmaster object (single owner).
+
+Last line of defence (ARCHITECTURE.md rule 4): the worker promotes only while the lease
+section says this agent holds the leader key, whatever the intent says.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Callable
+
+from pgwarden.core.clock import mono
+from pgwarden.core.errors import PostgresError
+from pgwarden.postgres import conffiles
+from pgwarden.postgres.basebackup import basebackup
+from pgwarden.postgres.datadir import data_dir_state, read_sysid
+from pgwarden.postgres.initdb import create_roles, initdb
+from pgwarden.postgres.process import Postmaster
+from pgwarden.postgres.promote import promote
+from pgwarden.postgres.query import ConnParams, Session
+from pgwarden.postgres.slots import slot_name, sync_slots
+from pgwarden.postgres.status import sample
+from pgwarden.workers.context import WorkerContext
+
+SAMPLE_EVERY = 1.0
+# Patroni's state strings after a failed operation (initdb/basebackup clean up after
+# themselves, so the data dir is empty again and the member can retry).
+FAILED_STATE = {"initdb": "initdb failed", "basebackup": "stopped", "start": "start failed",
+                "demote": "stopped", "stop": "stop failed"}
+START_TIMEOUT = 60.0
+
+
+class PostgresWorker:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config.postgresql
+        self.log = ctx.log
+        self.pm = Postmaster(self.cfg.bin_dir, self.cfg.data_dir)
+        self.socket_dir = conffiles.default_socket_dir(self.cfg.data_dir)
+        self.conn = ConnParams(host=self.socket_dir, port=self.cfg.listen.port,
+                               user=self.cfg.superuser.username,
+                               password=self.cfg.superuser.password,
+                               application_name="pgwarden")
+        self.session = Session(self.conn, timeout=2.0)
+        self.stop = False
+        self.state = "stopped"
+        self.status: dict[str, Any] = {}
+        self.last_error: str | None = None
+        self.following: str | None = None
+        self.sysid: str | None = None
+        self.op: threading.Thread | None = None
+        self.op_name: str | None = None
+        self.op_started = 0.0
+        self.op_error: str | None = None
+        self.expect_exit = False  # we asked the postmaster to stop
+        self.sampled_at = 0.0
+        self.epoch_done = 0
+        self.slots_checked_at = 0.0
+        self.last_pub: dict[str, Any] | None = None
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        self.ctx.shm.claim("postgres")
+        if self.pm.adopt():
+            self.log.info("adopted the running postmaster (pid %s)", self.pm.pid)
+            self.state = "running"
+        self.publish()
+        while not self.stop:
+            if self.op is not None:
+                self._check_op()
+            else:
+                self._check_postmaster()
+                intent = self.ctx.intent()
+                try:
+                    self.converge(intent)
+                except PostgresError as e:
+                    self._error(str(e))
+                else:
+                    self.epoch_done = int(intent.get("epoch") or 0)
+            if self.op is None and mono() - self.sampled_at >= SAMPLE_EVERY:
+                self.take_sample()
+            self.publish()
+            self._wait(0.2 if self.op is not None else SAMPLE_EVERY)
+        # Leave PostgreSQL running: the supervisor stops it through the intent on a clean
+        # shutdown; a restarted worker adopts it (KillMode=process semantics).
+        if self.op is not None:
+            self.op.join(timeout=5)
+        self.session.close()
+        return 0
+
+    def _on_term(self, *_: Any) -> None:
+        self.stop = True
+        self.ctx.wakeups.poke("postgres")
+
+    def _wait(self, timeout: float) -> None:
+        import select
+
+        fds = [self.ctx.wakeups.fileno("postgres")]
+        exit_fd = self.pm.exit_fd() if self.op is None else None
+        if exit_fd is not None:
+            fds.append(exit_fd)
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        if fds[0] in ready:
+            self.ctx.wakeups.drain("postgres")
+
+    def _error(self, message: str) -> None:
+        if message != self.last_error:
+            self.log.error("%s", message)
+        self.last_error = message
+
+    # -- sensing ----------------------------------------------------------------------
+
+    def _check_postmaster(self) -> None:
+        if self.pm.pid is None:
+            return
+        code = self.pm.poll()
+        if code is None:
+            return
+        if self.expect_exit:
+            self.state = "stopped"
+        else:
+            self.state = "crashed"
+            self.log.error("PostgreSQL exited unexpectedly (code %s): %s", code,
+                           self.pm.last_log_line())
+        self.expect_exit = False
+        self.pm.close()
+        self.pm = Postmaster(self.cfg.bin_dir, self.cfg.data_dir)
+        self.status = {}
+        self.session.close()
+
+    def running(self) -> bool:
+        return self.pm.pid is not None and self.pm.is_running()
+
+    def take_sample(self) -> None:
+        self.sampled_at = mono()
+        if not self.running():
+            self.status = {}
+            return
+        try:
+            self.status = sample(self.session, timeout=2.0)
+            self.sysid = self.status.get("sysid") or self.sysid
+            if self.state in ("starting", "crashed", "stopped", "unknown"):
+                self.state = "running"
+            if self.last_error and self.last_error.startswith("status sample"):
+                self.last_error = None
+        except PostgresError as e:
+            # A server that cannot answer (starting, frozen, overloaded): keep what we know
+            # of the process, drop what we knew of its role.
+            self.status = {}
+            if self.state == "running":
+                self.state = "starting" if not self.pm.adopted else "unknown"
+            self.last_error = f"status sample: {e}"
+
+    # -- converging -------------------------------------------------------------------
+
+    def converge(self, intent: dict[str, Any]) -> None:
+        pg = intent.get("pg") or {}
+        role = pg.get("role") or "none"
+        if role == "none":
+            return
+        dds = data_dir_state(self.cfg.data_dir)
+        if role == "stopped":
+            if self.running():
+                self.begin("stop", lambda: self._stop(pg.get("stop_mode") or "fast"))
+            return
+        if dds == "empty":
+            if self.running():
+                return  # a postmaster with an emptied data dir: leave it to the operator
+            if pg.get("bootstrap") == "initdb" and role == "primary":
+                self.begin("initdb", self._bootstrap_new, state="initializing new cluster")
+            elif pg.get("bootstrap") == "basebackup" and pg.get("leader_conn"):
+                self.begin("basebackup", lambda: self._clone(pg), state="creating replica")
+            return
+        if dds != "initialized":
+            self._error(f"data directory {self.cfg.data_dir} is not a valid PostgreSQL data "
+                        "directory: move it away to let pgwarden rebuild this member")
+            return
+        if self.sysid is None:
+            self.sysid = read_sysid(self.cfg.bin_dir, self.cfg.data_dir)
+        if role == "primary":
+            self._converge_primary()
+        elif role == "replica":
+            self._converge_replica(pg)
+
+    def _converge_primary(self) -> None:
+        if not self.running():
+            self._configure(standby=False, upstream=None)
+            self.begin("start", self._start, state="starting")
+            return
+        if self.status.get("role") == "replica":
+            if not self._lease_confirms_lock():
+                self._error("not promoting: the lease worker does not confirm the leader key")
+                return
+            self._configure(standby=False, upstream=None, reload_now=False)
+            self.begin("promote", self._promote, state="running")
+            return
+        if self.status.get("role") == "primary":
+            change = self._configure(standby=False, upstream=None)
+            if change.restart and change.params != ("standby.signal",):
+                self.log.info("settings needing a restart changed: %s", ", ".join(change.params))
+            self._sync_slots()
+
+    def _converge_replica(self, pg: dict[str, Any]) -> None:
+        leader = pg.get("leader")
+        conn = pg.get("leader_conn")
+        upstream = self._upstream(conn) if leader and conn else None
+        if self.running() and self.status.get("role") == "primary":
+            mode = pg.get("stop_mode") or "fast"
+            self.begin("demote", lambda: self._demote(mode, upstream, leader), state="stopping")
+            return
+        if not self.running():
+            self._configure(standby=True, upstream=upstream)
+            self.following = leader if upstream else None
+            self.begin("start", self._start, state="starting")
+            return
+        if self.status.get("role") == "replica":
+            change = self._configure(standby=True, upstream=upstream)
+            if change.changed:
+                self.following = leader if upstream else None
+                self.log.info("now following %s", leader or "nobody")
+
+    def _lease_confirms_lock(self) -> bool:
+        lease = self.ctx.shm.read("lease").data
+        deadline = float(lease.get("lease_deadline") or 0.0)
+        return bool(lease.get("holds_leader")) and mono() < deadline
+
+    def _upstream(self, conn: dict[str, Any]) -> conffiles.Upstream:
+        rep = self.cfg.replication
+        return conffiles.Upstream(host=str(conn["host"]), port=int(conn["port"]),
+                                  user=rep.username, application_name=self.ctx.config.name,
+                                  password=rep.password)
+
+    def _settings(self, upstream: conffiles.Upstream | None) -> dict[str, str]:
+        dyn = self.ctx.shm.read("supervisor").data.get("dynamic") or {}
+        params = dict(dyn.get("postgresql_parameters") or {})
+        params.update(self.cfg.parameters)
+        use_slots = dyn.get("use_slots", True)
+        slot = slot_name(self.ctx.config.name) if upstream is not None and use_slots else None
+        return conffiles.settings_from_config(self.cfg, upstream=upstream, slot=slot,
+                                              parameters=params, socket_dir=self.socket_dir)
+
+    def _configure(self, standby: bool, upstream: conffiles.Upstream | None,
+                   reload_now: bool = True) -> conffiles.ConfChange:
+        change = conffiles.configure(self.cfg.data_dir, self._settings(upstream), standby=standby,
+                                     hba_lines=self.cfg.pg_hba)
+        if change.changed and reload_now and self.running():
+            # primary_conninfo and primary_slot_name reload on PostgreSQL >= 13; parameters
+            # that need a restart wait for one (pending_restart comes with the ops issue)
+            self.pm.reload()
+        return change
+
+    def _sync_slots(self) -> None:
+        if mono() - self.slots_checked_at < 5.0:
+            return
+        self.slots_checked_at = mono()
+        dyn = self.ctx.shm.read("supervisor").data.get("dynamic") or {}
+        if not dyn.get("use_slots", True):
+            return
+        lease = self.ctx.shm.read("lease").data
+        cluster = lease.get("cluster") or {}
+        names = set(cluster.get("members") or {})
+        # Only a current view that shows ourselves is complete enough to drop slots by:
+        # an empty or stale list would drop every replica's slot.
+        if not lease.get("connected") or self.ctx.config.name not in names:
+            return
+        members = sorted(names - {self.ctx.config.name})
+        try:
+            res = sync_slots(self.session, members, timeout=2.0)
+            if res.created or res.dropped:
+                self.log.info("replication slots: created %s, dropped %s",
+                              list(res.created), list(res.dropped))
+        except PostgresError as e:
+            self._error(f"replication slots: {e}")
+
+    # -- operations (run in the background thread) -----------------------------------
+
+    def begin(self, name: str, fn: Callable[[], None], state: str | None = None) -> None:
+        if self.op is not None:
+            return
+        self.op_name, self.op_started = name, mono()
+        if state:
+            self.state = state
+        self.log.info("%s: starting", name)
+
+        def body() -> None:
+            try:
+                fn()
+                self.op_error = None
+            except Exception as e:  # noqa: BLE001 - reported through the section
+                self.op_error = str(e) or type(e).__name__
+
+        self.op_error = None
+        self.op = threading.Thread(target=body, name=f"pg-{name}", daemon=True)
+        self.op.start()
+
+    def _check_op(self) -> None:
+        assert self.op is not None
+        if self.op.is_alive():
+            return
+        self.op.join()
+        name, took = self.op_name, mono() - self.op_started
+        self.op, self.op_name = None, None
+        if self.op_error:
+            self._error(f"{name} failed: {self.op_error}")
+            self.state = FAILED_STATE.get(name or "", self.state)
+        else:
+            self.log.info("%s: done in %.2f s", name, took)
+            if self.last_error and self.last_error.startswith(f"{name} failed"):
+                self.last_error = None
+        self.sampled_at = 0.0  # sample right away
+        self.ctx.wakeups.poke("supervisor")
+
+    def _start(self) -> None:
+        self.expect_exit = False
+        self.pm.start()
+        if not self.pm.wait_ready(START_TIMEOUT):
+            raise PostgresError(f"PostgreSQL did not accept connections within {START_TIMEOUT:g} s")
+        self.state = "running"
+
+    def _stop(self, mode: str) -> None:
+        self.state = "stopping"
+        self.expect_exit = True
+        if not self.pm.stop(mode, timeout=60.0):  # type: ignore[arg-type]
+            if not self.pm.stop("immediate", timeout=10.0):
+                # a frozen postmaster ignores every stop mode: it is fenced by SIGKILL
+                self.log.error("PostgreSQL did not stop: killing the postmaster")
+                self.pm.kill()
+                self.pm.wait_exit(30.0)
+        self.state = "stopped"
+        self.status = {}
+
+    def _bootstrap_new(self) -> None:
+        initdb(self.cfg.bin_dir, self.cfg.data_dir, self.cfg.superuser)
+        self._configure(standby=False, upstream=None, reload_now=False)
+        self._start()
+        create_roles(self.conn, self.cfg.superuser, self.cfg.replication)
+        self.sysid = read_sysid(self.cfg.bin_dir, self.cfg.data_dir)
+
+    def _clone(self, pg: dict[str, Any]) -> None:
+        conn = pg["leader_conn"]
+        # pg_basebackup streams its WAL through a temporary slot of its own; the member's
+        # permanent slot is created by the leader within seconds and used once we stream
+        basebackup(self.cfg.bin_dir, self.cfg.data_dir, str(conn["host"]), int(conn["port"]),
+                   self.cfg.replication, slot=None)
+        upstream = self._upstream(conn)
+        self._configure(standby=True, upstream=upstream, reload_now=False)
+        self.following = pg.get("leader")
+        self._start()
+
+    def _promote(self) -> None:
+        took = promote(self.conn, timeout=30.0)
+        self.log.info("promoted in %.3f s", took)
+        self.following = None
+
+    def _demote(self, mode: str, upstream: conffiles.Upstream | None, leader: str | None) -> None:
+        self._stop(mode)
+        self._configure(standby=True, upstream=upstream, reload_now=False)
+        self.following = leader if upstream else None
+        self._start()
+
+    # -- reporting --------------------------------------------------------------------
+
+    def publish(self) -> None:
+        st = self.status
+        # "running" means: the postmaster lives AND answered the last sample, so its role
+        # is known. During an operation only a promotion keeps a server that answers.
+        running = (self.op is None and bool(st) and self.running()) or self.op_name == "promote"
+        data: dict[str, Any] = {
+            "state": self.state,
+            "data_dir_state": data_dir_state(self.cfg.data_dir),
+            "running": running,
+            "pid": self.pm.pid,
+            "postmaster_start_time": st.get("postmaster_start_time"),
+            "role": st.get("role") or ("uninitialized" if not self.sysid else None),
+            "timeline": st.get("timeline"),
+            "server_version": st.get("server_version"),
+            "sysid": st.get("sysid") or self.sysid,
+            "xlog": st.get("xlog"),
+            "wal_position": st.get("wal_position"),
+            "replication_state": st.get("replication_state"),
+            "replication": st.get("replication") or [],
+            "following": self.following,
+            "operation": {"name": self.op_name, "started": self.op_started} if self.op else None,
+            "last_error": self.last_error,
+            "sampled_at": self.sampled_at,
+            "epoch_done": self.epoch_done,
+            "pending_restart": False,
+        }
+        if data != self.last_pub:
+            self.last_pub = data
+            self.ctx.publish(data)
+        else:
+            self.ctx.shm.beat("postgres")
+
+
+def run(ctx: WorkerContext) -> int:
+    return PostgresWorker(ctx).run()
