@@ -17,6 +17,7 @@ from pgwarden.core.config import dynamic_from_dict, load_config
 from pgwarden.core.config_model import Config, DynamicConfig
 from pgwarden.core.errors import ConfigError
 from pgwarden.core.shm import SectionView, SharedState, shm_path
+from pgwarden.core.timing import safety_margin, watchdog_timeout
 from pgwarden.core.wakeup import Wakeups
 from pgwarden.dcs.model import ClusterView
 from pgwarden.supervisor.decide import decide
@@ -79,6 +80,7 @@ class Agent:
         self.decision: Decision | None = None
         self._last_logged: tuple[str, str, float] = ("", "", 0.0)
         self.started_at = wall()
+        self.config_generation = 0
         self._dyn_version = -1
         self._dyn_cache: DynamicConfig | None = None
         self.worker_modules = {n: importlib.import_module(f"pgwarden.workers.{n}_worker")
@@ -164,7 +166,9 @@ class Agent:
             log.error("reload refused: scope and name cannot change on a running agent")
             return
         self.cfg = new
-        log.info("reloaded %s (workers pick it up when they restart)", new.path)
+        self.config_generation += 1
+        self.last_intent = None  # republish: workers re-read the file on the new generation
+        log.info("reloaded %s (configuration generation %d)", new.path, self.config_generation)
 
     # -- workers ----------------------------------------------------------------------
 
@@ -266,6 +270,9 @@ class Agent:
             "dynamic": {k: v for k, v in vars(dyn).items() if k != "raw"} | {"raw": dyn.raw},
             "workers": self.tree.status(),
             "paused": dyn.pause,
+            "safety_margin": safety_margin(self.cfg, dyn),
+            "watchdog_timeout": watchdog_timeout(self.cfg, dyn),
+            "config_generation": self.config_generation,
             "shutdown": self.shutdown,
             "started_at": self.started_at,
             "last_cycle": mono(),

@@ -5,6 +5,7 @@ from typing import Any
 
 from pgwarden.core.config_model import Config, DynamicConfig
 from pgwarden.core.shm import SectionView
+from pgwarden.core.timing import safety_margin
 from pgwarden.dcs.model import ClusterView
 from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
 
@@ -99,9 +100,3 @@ def _priority(tags: dict[str, Any]) -> int:
         return int(tags.get("failover_priority", 1))
     except (TypeError, ValueError):
         return 1
-
-
-def safety_margin(cfg: Config, dynamic: DynamicConfig) -> float:
-    """Patroni's watchdog.safety_margin; -1 means half the ttl."""
-    m = cfg.watchdog.safety_margin
-    return dynamic.ttl / 2 if m == -1 else float(max(m, 0))

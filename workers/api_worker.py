@@ -44,6 +44,8 @@ def run(ctx: WorkerContext) -> None:
         ctx.publish({"listen": server.listen, "requests": server.app.requests})
         while not stopping:
             ctx.wakeups.wait(ctx.name, BEAT_INTERVAL)
+            if ctx.refresh_config():
+                server.app.config = ctx.config  # tags etc.; a new listen address needs a restart
             ctx.shm.publish(ctx.name, {"listen": server.listen, "requests": server.app.requests})
     finally:
         server.shutdown()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from pgwarden.core.config_model import Config
+from pgwarden.core.errors import ConfigError
 from pgwarden.core.shm import SharedState
 from pgwarden.core.wakeup import Wakeups
 
@@ -16,12 +18,32 @@ class WorkerContext:
     shm: SharedState
     wakeups: Wakeups
     log: logging.Logger
+    config_generation: int = 0
 
-    def publish(self, data: dict) -> None:
+    def publish(self, data: dict[str, Any]) -> None:
         """Publish this worker's section and wake the supervisor."""
         self.shm.publish(self.name, data)
         self.wakeups.poke("supervisor")
 
-    def intent(self) -> dict:
+    def supervisor(self) -> dict[str, Any]:
+        return self.shm.read("supervisor").data
+
+    def intent(self) -> dict[str, Any]:
         """The supervisor's current intent (empty until the first decision)."""
-        return self.shm.read("supervisor").data.get("intent") or {}
+        return self.supervisor().get("intent") or {}
+
+    def refresh_config(self) -> bool:
+        """Re-read the config file after the supervisor reloaded it (SIGHUP). True if new."""
+        generation = int(self.supervisor().get("config_generation") or 0)
+        if generation <= self.config_generation or not self.config.path:
+            return False
+        self.config_generation = generation
+        from pgwarden.core.config import load_config
+
+        try:
+            self.config = load_config(self.config.path)
+        except ConfigError as e:  # the supervisor validated it; the file changed again since
+            self.log.error("keeping the previous configuration: %s", e)
+            return False
+        self.log.info("configuration reloaded (generation %d)", generation)
+        return True

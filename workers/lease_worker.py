@@ -80,6 +80,7 @@ class LeaseWorker:
         next_renew = 0.0
         while not self.stop:
             now = mono()
+            self.ctx.refresh_config()
             try:
                 if not self.watching:
                     self.dcs.start_watch(lambda _v: self.ctx.wakeups.poke("lease"))

@@ -79,6 +79,8 @@ class PostgresWorker:
             if self.op is not None:
                 self._check_op()
             else:
+                if self.ctx.refresh_config():
+                    self.cfg = self.ctx.config.postgresql
                 self._check_postmaster()
                 intent = self.ctx.intent()
                 try:
