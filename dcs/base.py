@@ -50,6 +50,11 @@ class DCS(abc.ABC):
     def lease_id(self) -> int:
         """The current lease id (0 if none)."""
 
+    @abc.abstractmethod
+    def adopt_lease(self, lease_id: int) -> None:
+        """Continue with a lease granted earlier (a restarted lease worker keeps the session,
+        so a worker crash never costs the leader key). The next refresh confirms it."""
+
     def set_ttl(self, ttl: int) -> None:
         """Use `ttl` for the next lease granted."""
         self.ttl = ttl

@@ -225,6 +225,9 @@ class Etcd3DCS(DCS):
     def lease_id(self) -> int:
         return self._lease_id
 
+    def adopt_lease(self, lease_id: int) -> None:
+        self._lease_id = int(lease_id)
+
     def grant_lease(self) -> int:
         return self._grant(self._deadline())
 

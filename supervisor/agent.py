@@ -243,13 +243,13 @@ class Agent:
     def _intent_dict(self, d: Decision | None, cluster: ClusterView | None = None) -> dict[str, Any]:
         if d is None:
             return {"pg": {"role": "none", "leader": None, "leader_conn": None, "bootstrap": None,
-                           "stop_mode": "fast"},
+                           "stop_mode": "fast", "recover": False},
                     "lock": {"want": False, "acquire_token": 0}, "dcs_ops": [], "vip": False,
                     "watchdog": "disarmed"}
         return {
             "pg": {"role": d.pg_role, "leader": d.leader,
                    "leader_conn": _leader_conn(cluster, d.leader),
-                   "bootstrap": d.bootstrap, "stop_mode": d.stop_mode},
+                   "bootstrap": d.bootstrap, "stop_mode": d.stop_mode, "recover": d.recover},
             "lock": {"want": d.lock_want, "acquire_token": d.memory.acquire_token},
             "dcs_ops": self.ledger.as_list(),
             "vip": d.vip,

@@ -195,7 +195,7 @@ def act_restart_crashed_primary(s: Snapshot) -> Decision:
     return _d(s, "restart_primary", "primary",
               f"PostgreSQL is not running on the leader ({s.now - down:.1f} s); starting it "
               f"in place (primary_start_timeout {s.dynamic.primary_start_timeout} s)",
-              pg_role="primary", lock_want=True, watchdog="armed",
+              pg_role="primary", recover=True, lock_want=True, watchdog="armed",
               memory=moved(s.memory, "primary", s.now, pg_down_since=down))
 
 
@@ -340,8 +340,9 @@ def settled(s: Snapshot) -> bool:
 
 
 def pg_down_too_long(s: Snapshot) -> bool:
-    down = s.memory.pg_down_since
-    return down is not None and s.now - down >= s.dynamic.primary_start_timeout
+    """primary_start_timeout: 0 means fail over at once, without restarting in place."""
+    down = s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now
+    return s.now - down >= s.dynamic.primary_start_timeout
 
 
 def bootstrap_failed(s: Snapshot) -> bool:

@@ -91,6 +91,7 @@ class Decision:
     leader: str | None = None  # whom a replica follows
     bootstrap: str | None = None  # initdb | basebackup
     stop_mode: str = "fast"
+    recover: bool = False  # a crashed primary may be started again in place
     lock_want: bool = False
     ops: tuple[tuple[str, dict[str, Any]], ...] = ()  # (kind, args) to enqueue unless pending
     clear_ops: tuple[str, ...] = ()  # op kinds whose results were consumed

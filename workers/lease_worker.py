@@ -73,8 +73,30 @@ class LeaseWorker:
 
     # -- the loop ---------------------------------------------------------------------
 
+    def resume(self) -> None:
+        """Take over from a previous lease worker of this agent (it crashed or was killed):
+        same lease, same leader key, same one-shot operations done. Without this a worker
+        restart would look like a lost lock and demote a healthy primary."""
+        prev = self.ctx.shm.read("lease")
+        d = prev.data
+        if prev.torn or not d.get("lease_id"):
+            return
+        self.dcs.adopt_lease(int(d["lease_id"]))
+        self.lease_ok = True
+        self.ttl = int(d.get("ttl") or self.ttl)
+        self.renewed_at = float(d.get("renewed_at") or 0.0)
+        self.holds = bool(d.get("holds_leader"))
+        self.leader_checked_at = float(d.get("leader_checked_at") or 0.0)
+        self.token_done = int(d.get("acquire_token_done") or 0)
+        self.acquire_result = bool(d.get("acquire_result"))
+        self.connected = bool(d.get("connected"))
+        self.ops_done.update(d.get("ops_done") or {})
+        self.ctx.log.info("resuming lease %x (leader key %s)", self.dcs.lease_id,
+                          "held" if self.holds else "not held")
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
+        self.resume()
         self.ctx.shm.claim("lease")
         self.publish(force=True)
         next_renew = 0.0

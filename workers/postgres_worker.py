@@ -13,6 +13,7 @@ section says this agent holds the leader key, whatever the intent says.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any, Callable
@@ -21,20 +22,22 @@ from pgwarden.core.clock import mono
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import conffiles
 from pgwarden.postgres.basebackup import basebackup
-from pgwarden.postgres.datadir import data_dir_state, read_sysid
+from pgwarden.postgres.datadir import clear_data_dir, data_dir_state, read_sysid
 from pgwarden.postgres.initdb import create_roles, initdb
 from pgwarden.postgres.process import Postmaster
 from pgwarden.postgres.promote import promote
+from pgwarden.postgres.rewind import cluster_state, PRIMARY_STATES, rewind
 from pgwarden.postgres.query import ConnParams, Session
 from pgwarden.postgres.slots import slot_name, sync_slots
 from pgwarden.postgres.status import sample
 from pgwarden.workers.context import WorkerContext
 
 SAMPLE_EVERY = 1.0
+SERVING_OPS = ("promote", "checkpoint")  # operations during which the server keeps serving
 # Patroni's state strings after a failed operation (initdb/basebackup clean up after
 # themselves, so the data dir is empty again and the member can retry).
 FAILED_STATE = {"initdb": "initdb failed", "basebackup": "stopped", "start": "start failed",
-                "demote": "stopped", "stop": "stop failed"}
+                "demote": "stopped", "stop": "stop failed", "rejoin": "start failed"}
 START_TIMEOUT = 60.0
 
 
@@ -61,6 +64,9 @@ class PostgresWorker:
         self.op_started = 0.0
         self.op_error: str | None = None
         self.expect_exit = False  # we asked the postmaster to stop
+        self.crashed_as_primary = False  # restart only when the supervisor says `recover`
+        self.need_checkpoint = False
+        self.control_state: str | None = None  # pg_control's cluster state, while stopped
         self.sampled_at = 0.0
         self.epoch_done = 0
         self.slots_checked_at = 0.0
@@ -131,10 +137,12 @@ class PostgresWorker:
         code = self.pm.poll()
         if code is None:
             return
+        self.control_state = None
         if self.expect_exit:
             self.state = "stopped"
         else:
             self.state = "crashed"
+            self.crashed_as_primary = self.status.get("role") == "primary"
             self.log.error("PostgreSQL exited unexpectedly (code %s): %s", code,
                            self.pm.last_log_line())
         self.expect_exit = False
@@ -193,12 +201,14 @@ class PostgresWorker:
         if self.sysid is None:
             self.sysid = read_sysid(self.cfg.bin_dir, self.cfg.data_dir)
         if role == "primary":
-            self._converge_primary()
+            self._converge_primary(pg)
         elif role == "replica":
             self._converge_replica(pg)
 
-    def _converge_primary(self) -> None:
+    def _converge_primary(self, pg: dict[str, Any]) -> None:
         if not self.running():
+            if self.crashed_as_primary and not pg.get("recover"):
+                return  # a crashed primary restarts in place only on the supervisor's word
             self._configure(standby=False, upstream=None)
             self.begin("start", self._start, state="starting")
             return
@@ -206,10 +216,14 @@ class PostgresWorker:
             if not self._lease_confirms_lock():
                 self._error("not promoting: the lease worker does not confirm the leader key")
                 return
-            self._configure(standby=False, upstream=None, reload_now=False)
+            # standby.signal stays: the promotion removes it itself (and dies if it is
+            # already gone); postgresql.conf is rewritten for a primary right after
             self.begin("promote", self._promote, state="running")
             return
         if self.status.get("role") == "primary":
+            if self.need_checkpoint:
+                self.begin("checkpoint", self._checkpoint)
+                return
             change = self._configure(standby=False, upstream=None)
             if change.restart and change.params != ("standby.signal",):
                 self.log.info("settings needing a restart changed: %s", ", ".join(change.params))
@@ -221,9 +235,17 @@ class PostgresWorker:
         upstream = self._upstream(conn) if leader and conn else None
         if self.running() and self.status.get("role") == "primary":
             mode = pg.get("stop_mode") or "fast"
-            self.begin("demote", lambda: self._demote(mode, upstream, leader), state="stopping")
+            self.begin("demote", lambda: self._demote(mode), state="stopping")
             return
         if not self.running():
+            if self._last_role_primary():
+                # a former primary may hold WAL the new leader never saw: rejoin through
+                # pg_rewind, which needs the leader; without one, stay down (not writable)
+                if upstream is None:
+                    self.state = "stopped"
+                    return
+                self.begin("rejoin", lambda: self._rejoin(upstream, leader), state="starting")
+                return
             self._configure(standby=True, upstream=upstream)
             self.following = leader if upstream else None
             self.begin("start", self._start, state="starting")
@@ -233,6 +255,13 @@ class PostgresWorker:
             if change.changed:
                 self.following = leader if upstream else None
                 self.log.info("now following %s", leader or "nobody")
+
+    def _last_role_primary(self) -> bool:
+        if os.path.exists(os.path.join(self.cfg.data_dir, "backup_label")):
+            return False  # a fresh base backup: pg_control shows its source, a primary
+        if self.control_state is None:
+            self.control_state = cluster_state(self.cfg.bin_dir, self.cfg.data_dir)
+        return self.control_state in PRIMARY_STATES
 
     def _lease_confirms_lock(self) -> bool:
         lease = self.ctx.shm.read("lease").data
@@ -327,6 +356,8 @@ class PostgresWorker:
 
     def _start(self) -> None:
         self.expect_exit = False
+        self.crashed_as_primary = False
+        self.control_state = None
         self.pm.start()
         if not self.pm.wait_ready(START_TIMEOUT):
             raise PostgresError(f"PostgreSQL did not accept connections within {START_TIMEOUT:g} s")
@@ -343,6 +374,7 @@ class PostgresWorker:
                 self.pm.wait_exit(30.0)
         self.state = "stopped"
         self.status = {}
+        self.control_state = None
 
     def _bootstrap_new(self) -> None:
         initdb(self.cfg.bin_dir, self.cfg.data_dir, self.cfg.superuser)
@@ -366,11 +398,41 @@ class PostgresWorker:
         took = promote(self.conn, timeout=30.0)
         self.log.info("promoted in %.3f s", took)
         self.following = None
+        self.need_checkpoint = True
 
-    def _demote(self, mode: str, upstream: conffiles.Upstream | None, leader: str | None) -> None:
+    def _checkpoint(self) -> None:
+        """After a promotion pg_control keeps the old timeline until the next checkpoint,
+        and pg_rewind reads the new leader's timeline from pg_control: checkpoint now."""
+        with Session(self.conn, timeout=120.0) as session:
+            session.query("CHECKPOINT")
+        self.need_checkpoint = False
+
+    def _demote(self, mode: str) -> None:
+        """Stop writes now; the next converge brings the server back as a replica
+        (through pg_rewind, as for any former primary)."""
         self._stop(mode)
+        self.following = None
+
+    def _rejoin(self, upstream: conffiles.Upstream, leader: str | None) -> None:
+        dyn = self.ctx.supervisor().get("dynamic") or {}
+        if dyn.get("use_pg_rewind"):
+            try:
+                outcome = rewind(self.cfg.bin_dir, self.cfg.data_dir, upstream.host,
+                                 upstream.port, self.cfg.superuser)
+                self.log.info("pg_rewind from %s: %s", leader, outcome)
+            except Exception as e:
+                raw = self.ctx.config.raw.get("postgresql") or {}
+                if raw.get("remove_data_directory_on_rewind_failure"):
+                    self.log.error("pg_rewind failed (%s): removing the data directory for "
+                                   "a fresh basebackup", e)
+                    clear_data_dir(self.cfg.data_dir, remove_dir=False)
+                    self.sysid = None
+                    return
+                raise PostgresError(f"pg_rewind failed ({e}); set "
+                                    "postgresql.remove_data_directory_on_rewind_failure or "
+                                    "reinitialize this member") from None
         self._configure(standby=True, upstream=upstream, reload_now=False)
-        self.following = leader if upstream else None
+        self.following = leader
         self._start()
 
     # -- reporting --------------------------------------------------------------------
@@ -378,8 +440,9 @@ class PostgresWorker:
     def publish(self) -> None:
         st = self.status
         # "running" means: the postmaster lives AND answered the last sample, so its role
-        # is known. During an operation only a promotion keeps a server that answers.
-        running = (self.op is None and bool(st) and self.running()) or self.op_name == "promote"
+        # is known. During an operation only SERVING_OPS keep a server that answers.
+        running = (self.op is None and bool(st) and self.running()) or \
+            self.op_name in SERVING_OPS
         data: dict[str, Any] = {
             "state": self.state,
             "data_dir_state": data_dir_state(self.cfg.data_dir),

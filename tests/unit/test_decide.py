@@ -49,8 +49,9 @@ def snap(name: str = "n2", *, cl: ClusterView | None = None, pg: PgView = REPLIC
          lease: LeaseView = NOT_HOLDING, state: str = "replica", no_cluster: bool = False,
          **kw: Any) -> Snapshot:
     memory = kw.pop("memory", Memory(state=state, since=NOW - 5))
+    dynamic = kw.pop("dynamic", DynamicConfig())
     return Snapshot(name=name, now=NOW, cluster=None if no_cluster else (cl or cluster()),
-                    pg=pg, lease=lease, dynamic=DynamicConfig(), memory=memory, **kw)
+                    pg=pg, lease=lease, dynamic=dynamic, memory=memory, **kw)
 
 
 # (expected condition name, snapshot, expected fields of the decision)
@@ -97,7 +98,7 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
      {"lock_want": False, "vip": False}),
     ("holding the lock, PostgreSQL down",
      snap("n1", pg=STOPPED, lease=HOLDING, state="primary"),
-     {"pg_role": "primary", "lock_want": True}),
+     {"pg_role": "primary", "lock_want": True, "recover": True}),
     ("holding the lock, replica, watchdog not armed yet",
      snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
           watchdog_ready=False),
@@ -228,3 +229,16 @@ def test_nofailover_peer_with_more_wal_does_not_block_me() -> None:
 def test_stopped_state_is_terminal() -> None:
     d = decide(snap("n2", state="stopped"))
     assert d.action == "stay_stopped" and d.pg_role == "none"
+
+
+def test_primary_start_timeout_zero_fails_over_without_restarting_in_place() -> None:
+    s = snap("n1", pg=replace(STOPPED, state="crashed"), lease=HOLDING, state="primary",
+             dynamic=DynamicConfig(primary_start_timeout=0))
+    d = decide(s)
+    assert d.action == "release_lock_for_failover" and not d.lock_want and not d.recover
+
+
+def test_crashed_primary_restarts_in_place_within_primary_start_timeout() -> None:
+    mem = Memory(state="primary", since=NOW - 100, pg_down_since=NOW - 10)
+    d = decide(snap("n1", pg=replace(STOPPED, state="crashed"), lease=HOLDING, memory=mem))
+    assert d.action == "restart_primary" and d.recover and d.memory.pg_down_since == NOW - 10
