@@ -5,7 +5,6 @@ Every process it starts is tracked by pid and stopped by `close()`, also after a
 """
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import signal
@@ -20,12 +19,19 @@ from typing import Any, Callable
 
 import yaml
 
+from pgwarden.lab.common import (  # noqa: F401 - PG_BIN and the passwords are re-exported
+    PG_BIN,
+    REPLICATION_PASSWORD,
+    SUPERUSER_PASSWORD,
+    agent_config,
+    alive as _alive,
+    log_tail,
+    parse_json as _json,
+    spawn,
+    wait_until,
+)
 from pgwarden.lab.etcd import EtcdProcess
 from pgwarden.lab.ports import free_port
-
-PG_BIN = "/usr/lib/postgresql/15/bin"
-SUPERUSER_PASSWORD = "warden-super"
-REPLICATION_PASSWORD = "warden-repl"
 
 
 @dataclass
@@ -71,13 +77,6 @@ class Node:
             return 0, None
 
 
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
 @dataclass
 class LoopbackCluster:
     base: Path
@@ -117,42 +116,19 @@ class LoopbackCluster:
 
     def config_for(self, node: Node) -> dict[str, Any]:
         assert self.etcd is not None
-        return {
-            "scope": self.scope,
-            "namespace": "/service/",
-            "name": node.name,
-            "restapi": {"listen": f"127.0.0.1:{node.api_port}",
-                        "connect_address": f"127.0.0.1:{node.api_port}"},
-            "etcd3": {"hosts": [self.etcd.endpoint]},
-            "bootstrap": {"dcs": {
-                "ttl": self.ttl, "loop_wait": self.loop_wait,
-                "retry_timeout": self.retry_timeout,
-                "maximum_lag_on_failover": 1048576,
-                "postgresql": {"use_pg_rewind": False, "use_slots": True,
-                               "parameters": {"max_connections": 50}},
-                **self.extra_dcs,
-            }},
-            "postgresql": {
-                "listen": f"127.0.0.1:{node.pg_port}",
-                "connect_address": f"127.0.0.1:{node.pg_port}",
-                "data_dir": str(node.data_dir),
-                "bin_dir": PG_BIN,
-                "authentication": {
-                    "superuser": {"username": "postgres", "password": SUPERUSER_PASSWORD},
-                    "replication": {"username": "replicator", "password": REPLICATION_PASSWORD},
-                },
-                "parameters": {"shared_buffers": "16MB", "fsync": "off",
-                               "wal_keep_size": "64MB"},
-                "pg_hba": [
-                    "local all all trust",
+        return agent_config(
+            scope=self.scope, name=node.name,
+            restapi=f"127.0.0.1:{node.api_port}",
+            pg_listen=f"127.0.0.1:{node.pg_port}", pg_connect=f"127.0.0.1:{node.pg_port}",
+            data_dir=node.data_dir, etcd_hosts=[self.etcd.endpoint],
+            ttl=self.ttl, loop_wait=self.loop_wait, retry_timeout=self.retry_timeout,
+            dcs_extra=self.extra_dcs,
+            pg_parameters={"shared_buffers": "16MB", "fsync": "off", "wal_keep_size": "64MB"},
+            pg_hba=["local all all trust",
                     "host replication replicator 127.0.0.1/32 scram-sha-256",
-                    "host all all 127.0.0.1/32 scram-sha-256",
-                ],
-            },
-            "watchdog": {"mode": "off", "safety_margin": self.safety_margin},
-            "tags": {"nofailover": False},
-            "log": {"level": "INFO"},
-        }
+                    "host all all 127.0.0.1/32 scram-sha-256"],
+            watchdog={"mode": "off", "safety_margin": self.safety_margin},
+        )
 
     def write_configs(self) -> None:
         for node in self.nodes.values():
@@ -166,10 +142,7 @@ class LoopbackCluster:
         cmd = [sys.executable, "-m", "pgwarden.supervisor.main", str(node.config_path)]
         if node.as_postgres_user and os.geteuid() == 0:
             cmd = ["runuser", "-u", "postgres", "--"] + cmd
-        node.log_file = open(node.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        node.proc = subprocess.Popen(cmd, stdout=node.log_file, stderr=subprocess.STDOUT,
-                                     cwd=str(node.dir), env=env, start_new_session=True)
+        node.proc, node.log_file = spawn(cmd, node.log_path, cwd=node.dir)
         return node
 
     def start_all(self) -> None:
@@ -271,35 +244,13 @@ class LoopbackCluster:
 
     def wait_until(self, cond: Callable[[], Any], timeout: float, what: str,
                    step: float = 0.2) -> Any:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = cond()
-            if got:
-                return got
-            time.sleep(step)
-        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n"
-                           + self.debug_dump())
+        return wait_until(cond, timeout, what, step, dump=self.debug_dump)
 
     def debug_dump(self) -> str:
         parts = []
         for name, node in self.nodes.items():
-            tail = "\n".join(node.log_text().splitlines()[-25:])
-            parts.append(f"--- {name} log tail ---\n{tail}")
+            parts.append(f"--- {name} log tail ---\n{log_tail(node.log_path)}")
         return "\n".join(parts)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _kill_group(pid: int) -> None:

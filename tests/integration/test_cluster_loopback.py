@@ -65,6 +65,14 @@ def _sql(c: LoopbackCluster, name: str, query: str, args: tuple = ()) -> list[tu
         return cur.fetchall() if cur.description else []
 
 
+def _try_sql(c: LoopbackCluster, name: str, query: str) -> list[tuple] | None:
+    """None while the replica has not replayed what the query needs yet."""
+    try:
+        return _sql(c, name, query)
+    except psycopg.Error:
+        return None
+
+
 def _etcd_get(c: LoopbackCluster, key: str) -> str | None:
     os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
     import etcd3  # noqa: PLC0415 - protobuf needs the env var first
@@ -94,7 +102,7 @@ def test_bootstrap_elects_one_primary_and_both_replicas_stream(cluster: Loopback
     _sql(cluster, primary, "INSERT INTO t VALUES (1, 'written on the primary')")
     for r in replicas:
         cluster.wait_until(
-            lambda r=r: _sql(cluster, r, "SELECT note FROM t WHERE id = 1")
+            lambda r=r: _try_sql(cluster, r, "SELECT note FROM t WHERE id = 1")
             == [("written on the primary",)], 30, f"the row on {r}")
         assert _sql(cluster, r, "SELECT pg_is_in_recovery()") == [(True,)]
 

@@ -1,0 +1,69 @@
+"""The network worker's reading of the shared state: rule 2's inputs, or a doubt.
+
+Pure over SectionViews (no clock, no I/O) so the doubt cases are testable. Any section that
+is torn, never published or stale is a doubt, and a doubt means "drop the VIP": the lease
+deadline bounds a dead lease worker on its own, but a frozen supervisor or postgres worker
+would otherwise leave an old "vip: true" / "role: primary" standing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pgwarden.core.shm import SectionView
+from pgwarden.netroute.rules import may_hold_vip
+
+DEFAULT_MARGIN = 5.0  # Patroni's safety_margin default, used only to pace the loop
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    paused: bool  # known to be paused: leave the VIP as it is
+    reason: str
+    hold_until: float | None  # lease_deadline - safety_margin, when known
+    safety_margin: float
+
+
+def stale_after(supervisor: dict[str, Any]) -> float:
+    """The supervisor's own threshold for a stale section (supervisor/observe.py)."""
+    dyn = supervisor.get("dynamic") or {}
+    loop_wait = dyn.get("loop_wait") if isinstance(dyn, dict) else None
+    return max(3.0, float(loop_wait) + 2.0) if _number(loop_wait) else 3.0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _doubt(view: SectionView, now_ns: int, max_age: float) -> str | None:
+    if view.torn:
+        return f"the {view.name} section is torn (its writer died mid-write)"
+    if view.heartbeat_ns == 0 or not view.data:
+        return f"the {view.name} worker has not published yet"
+    if view.age(now_ns) > max_age:
+        return f"the {view.name} section is stale (no heartbeat for over {max_age:.0f} s)"
+    return None
+
+
+def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
+             now: float, now_ns: int) -> Verdict:
+    margin_raw = sup.data.get("safety_margin")
+    margin = float(margin_raw) if _number(margin_raw) else DEFAULT_MARGIN
+    max_age = stale_after(sup.data)
+    for view in (sup, lease, pg):
+        why = _doubt(view, now_ns, max_age)
+        if why is not None:
+            return Verdict(False, False, why, None, margin)
+    if not _number(margin_raw):
+        return Verdict(False, False, "the supervisor published no safety_margin", None, margin)
+    paused = sup.data.get("paused") is True
+    intent = sup.data.get("intent")
+    intent_vip = isinstance(intent, dict) and intent.get("vip") is True
+    deadline_raw = lease.data.get("lease_deadline")
+    deadline = float(deadline_raw) if _number(deadline_raw) else 0.0
+    allowed, reason = may_hold_vip(intent_vip, pg.data.get("running") is True,
+                                   pg.data.get("role"), now, deadline, margin, paused)
+    if allowed and lease.data.get("holds_leader") is not True:
+        allowed, reason = False, "the lease worker does not confirm that we hold the leader key"
+    return Verdict(allowed, paused, reason, deadline - margin, margin)
