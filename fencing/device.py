@@ -267,6 +267,7 @@ class LinuxWatchdog(WatchdogDevice):
         if fd is None:
             return True
         disarms = self.can_disarm
+        timeout = None if disarms else self._quiet_timeout()
         try:
             if not disarms:
                 # as Patroni: one last ping, so the reset comes a full timeout from now
@@ -280,8 +281,8 @@ class LinuxWatchdog(WatchdogDevice):
             self._fd = None
             os.close(fd)
         if not disarms:
-            log.warning("%s cannot be disarmed (no magic close support): the machine WILL "
-                        "reset in %s s", self.path, self.get_timeout_cached())
+            log.warning("%s was closed but stays armed (no magic close): the machine WILL "
+                        "reset in %s s", self.path, timeout if timeout is not None else "its")
         return disarms
 
     def abandon(self) -> None:
@@ -289,8 +290,11 @@ class LinuxWatchdog(WatchdogDevice):
         if fd is not None:
             os.close(fd)
 
-    def get_timeout_cached(self) -> int | str:
-        return self._fifo_timeout if self._fifo_timeout is not None else "its"
+    def _quiet_timeout(self) -> int | None:
+        try:
+            return self.get_timeout()
+        except WatchdogError:
+            return None
 
     def describe(self) -> dict[str, Any]:
         info = self.info

@@ -200,6 +200,12 @@ class EtcdProcess:
         self._proc = None
         _live.discard(self)
 
+    def detach(self) -> None:
+        """Forget the server without stopping it: it outlives this interpreter (no atexit
+        kill). For a CLI that starts a server and exits; stop it later by pid."""
+        self._proc = None
+        _live.discard(self)
+
     def freeze(self) -> None:
         self._signal(signal.SIGSTOP)
 

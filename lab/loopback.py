@@ -212,6 +212,31 @@ class LoopbackCluster:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
 
+    def postmaster_pid(self, name: str) -> int | None:
+        try:
+            return int((self.nodes[name].data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def crash(self, name: str) -> None:
+        """A power cut of the node: SIGKILL the agent's process group and the postmaster."""
+        node = self.nodes[name]
+        pm = self.postmaster_pid(name)
+        if node.proc is not None and node.proc.poll() is None:
+            _kill_group(node.proc.pid)
+            node.proc.wait(10)
+        if pm:
+            try:
+                os.kill(pm, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            end = time.monotonic() + 10
+            while time.monotonic() < end and _alive(pm):
+                time.sleep(0.05)
+        if node.log_file:
+            node.log_file.close()
+            node.log_file = None
+
     def close(self) -> None:
         for name in self.nodes:
             try:

@@ -1,0 +1,156 @@
+"""Failover on loopback: PostgreSQL crashes on the primary, and a whole node dies.
+
+Real etcd, PostgreSQL 15 and pgwarden agents. The node "crash" is a SIGKILL of the agent's
+process group and of the postmaster (a power cut without the network namespaces of the lab).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
+
+pytestmark = pytest.mark.integration
+
+
+def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple] | None:
+    node = c.nodes[name]
+    try:
+        with psycopg.connect(host="127.0.0.1", port=node.pg_port, user="postgres",
+                             password=SUPERUSER_PASSWORD, dbname="postgres", connect_timeout=2,
+                             autocommit=True) as conn:
+            cur = conn.execute(query)
+            return cur.fetchall() if cur.description else []
+    except psycopg.Error:
+        return None
+
+
+def _healthy(c: LoopbackCluster, names: tuple[str, ...]) -> str | None:
+    roles = {n: r for n, r in c.roles().items() if n in names}
+    primaries = [n for n, (p, _) in roles.items() if p == 200]
+    replicas = [n for n, (_, r) in roles.items() if r == 200]
+    if len(primaries) == 1 and len(replicas) == len(names) - 1 and len(roles) == len(names):
+        return primaries[0]
+    return None
+
+
+def _streaming(c: LoopbackCluster, primary: str) -> list[str]:
+    rows = _sql(c, primary, "SELECT application_name FROM pg_stat_replication "
+                            "WHERE state = 'streaming' ORDER BY 1") or []
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+def make_cluster() -> Iterator:
+    made: list[tuple[LoopbackCluster, Path]] = []
+
+    def make(**kw: object) -> LoopbackCluster:
+        base = Path(tempfile.mkdtemp(prefix="pgwarden-itest-", dir="/tmp"))
+        c = LoopbackCluster(base, size=3, scope=f"fo{os.getpid()}{len(made)}",
+                            extra_dcs={"postgresql": {"use_pg_rewind": True, "use_slots": True}},
+                            **kw)  # type: ignore[arg-type]
+        made.append((c, base))
+        c.start_all()
+        names = tuple(c.nodes)
+        c.wait_until(lambda: _healthy(c, names) and
+                     len(_streaming(c, _healthy(c, names) or "n1")) == 2, 120, "a healthy cluster")
+        return c
+
+    yield make
+    for c, base in made:
+        c.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgres_killed_on_the_primary_restarts_in_place(make_cluster) -> None:
+    c = make_cluster()
+    names = tuple(c.nodes)
+    primary = _healthy(c, names)
+    assert primary
+    tl_before = _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+    pm = c.postmaster_pid(primary)
+    t0 = time.monotonic()
+    os.kill(pm, signal.SIGKILL)
+    c.wait_until(lambda: c.postmaster_pid(primary) not in (None, pm)
+                 and _sql(c, primary, "SELECT NOT pg_is_in_recovery()") == [(True,)],
+                 60, "PostgreSQL restarted in place")
+    took = time.monotonic() - t0
+    assert _healthy(c, names) == primary
+    assert _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl_before
+    assert "starting it in place" in c.nodes[primary].log_text()
+    print(f"\nPostgreSQL crash -> writable again on the same node after {took:.2f} s")
+
+
+def test_primary_start_timeout_zero_fails_over_to_a_replica(make_cluster) -> None:
+    c = make_cluster()
+    names = tuple(c.nodes)
+    primary = _healthy(c, names)
+    assert primary
+    # primary_start_timeout is dynamic: set it in the DCS config like patronictl edit-config
+    _set_dynamic(c, {"primary_start_timeout": 0})
+    time.sleep(1.5)  # let every agent see the new config
+    pm = c.postmaster_pid(primary)
+    t0 = time.monotonic()
+    os.kill(pm, signal.SIGKILL)
+    new = c.wait_until(lambda: (p := _healthy(c, names)) and p != primary and p, 60,
+                       "another primary")
+    took = time.monotonic() - t0
+    assert _sql(c, new, "SELECT NOT pg_is_in_recovery()") == [(True,)]
+    c.wait_until(lambda: sorted(_streaming(c, new)) == sorted(n for n in names if n != new),
+                 90, "the old primary and the other replica streaming from the new one")
+    print(f"\nPostgreSQL crash with primary_start_timeout 0 -> {new} primary after {took:.2f} s")
+
+
+def test_node_crash_fails_over_and_the_node_rejoins_with_rewind(make_cluster) -> None:
+    c = make_cluster()
+    names = tuple(c.nodes)
+    primary = _healthy(c, names)
+    assert primary
+    _sql(c, primary, "CREATE TABLE acked (id int primary key)")
+    for i in range(100):
+        _sql(c, primary, f"INSERT INTO acked VALUES ({i})")
+    others = tuple(n for n in names if n != primary)
+    c.wait_until(lambda: all(_sql(c, n, "SELECT count(*) FROM acked") == [(100,)]
+                             for n in others), 30, "rows on the replicas")
+    t0 = time.monotonic()
+    c.crash(primary)
+    new = c.wait_until(lambda: _healthy(c, others), c.ttl + 60, "a new primary")
+    took = time.monotonic() - t0
+    assert _sql(c, new, "SELECT count(*) FROM acked") == [(100,)]
+    third = [n for n in others if n != new][0]
+    c.wait_until(lambda: _streaming(c, new) == [third], 60, "the third node following")
+    # the old primary comes back and rejoins as a streaming replica
+    c.start(primary)
+    c.wait_until(lambda: sorted(_streaming(c, new)) == sorted([third, primary]), 120,
+                 "the old primary streaming again")
+    assert _healthy(c, names) == new
+    assert _sql(c, primary, "SELECT count(*) FROM acked") == [(100,)]
+    assert "pg_rewind from" in c.nodes[primary].log_text()
+    print(f"\nnode crash -> {new} primary after {took:.2f} s (ttl {c.ttl})")
+
+
+def _set_dynamic(c: LoopbackCluster, changes: dict) -> None:
+    import json
+
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+    import etcd3
+
+    assert c.etcd is not None
+    host, port = c.etcd.endpoint.rsplit(":", 1)
+    client = etcd3.client(host=host, port=int(port), timeout=5)
+    key = f"/service/{c.scope}/config"
+    try:
+        raw, _ = client.get(key)
+        value = json.loads(raw)
+        value.update(changes)
+        client.put(key, json.dumps(value, separators=(",", ":")))
+    finally:
+        client.close()
