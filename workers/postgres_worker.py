@@ -89,12 +89,17 @@ class PostgresWorker:
                     self.cfg = self.ctx.config.postgresql
                 self._check_postmaster()
                 intent = self.ctx.intent()
+                epoch = int(intent.get("epoch") or 0)
+                if epoch != self.epoch_done:
+                    # a new intent (e.g. the leader vanished): peers compare WAL positions
+                    # right now, so report a fresh one at once rather than within a second
+                    self.sampled_at = 0.0
                 try:
                     self.converge(intent)
                 except PostgresError as e:
                     self._error(str(e))
                 else:
-                    self.epoch_done = int(intent.get("epoch") or 0)
+                    self.epoch_done = epoch
             if self.op is None and mono() - self.sampled_at >= SAMPLE_EVERY:
                 self.take_sample()
             self.publish()
@@ -467,6 +472,7 @@ class PostgresWorker:
         if data != self.last_pub:
             self.last_pub = data
             self.ctx.publish(data)
+            self.ctx.wakeups.poke("lease")  # the member key mirrors this section
         else:
             self.ctx.shm.beat("postgres")
 

@@ -23,7 +23,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from pgwarden.core.clock import mono, mono_ns
+from pgwarden.core.clock import mono_ns
 from pgwarden.core.shm import SectionView
 from pgwarden.core.timing import watchdog_timeout
 from pgwarden.fencing.device import WatchdogDevice, WatchdogError, make_device, probe
@@ -192,13 +192,13 @@ class WatchdogWorker:
             return
         first = arming_timeout(r.now, r.wanted, r.lease_deadline)
         if first is None:
-            self.refuse("waiting for a lease renewal before arming: the lease deadline is "
-                        "too close (or unknown)")
+            self.refuse("arm-wait", "waiting for a lease renewal before arming: the lease "
+                        "deadline is too close (or unknown)")
             return
         ok, why = may_feed(r.now, first, r.lease_deadline, r.supervisor_age, r.postgres_age,
                            r.max_age)
         if not ok:
-            self.refuse(f"not arming yet: {why}")
+            self.refuse("arm:" + cause_of(why), f"not arming yet: {why}")
             return
         device = self.device_factory(self.mode, self.path)
         try:
@@ -209,13 +209,14 @@ class WatchdogWorker:
                 device.close()
             self.fail(r.now, str(e))
             return
+        # W itself must be workable; a shortened first period only has to be known
         problem = timeout_problem(effective, r.ttl, r.renew_interval) if first == r.wanted \
             else (None if effective is not None else "the device does not report its timeout")
-        if problem is None and effective is not None and mono() + effective > (r.lease_deadline or 0):
-            # the driver would not shorten the first period: the arm itself overshot the lease
-            problem = f"the device kept a {effective} s timeout, past the lease deadline"
-            self.refuse(f"not arming yet: {problem}")
+        if problem is None and effective is not None and effective > first:
+            # the driver would not shorten the first period: the arm overshot the lease
             device.close()
+            self.refuse("arm-long", f"not arming yet: the device kept a {effective} s timeout, "
+                        "which would outlive the lease; waiting for a renewal")
             return
         if problem is not None:
             disarmed = device.close()
@@ -235,7 +236,7 @@ class WatchdogWorker:
         try:
             device.open()  # no ping when the timer still runs (kernel and emulator alike)
         except WatchdogError as e:
-            self.refuse(f"cannot re-open the armed watchdog left by my predecessor: {e}")
+            self.refuse("adopt", f"cannot re-open the armed watchdog left by my predecessor: {e}")
             return
         self.adopt = False
         self.device, self.armed, self.fed_renewal = device, True, 0.0
@@ -249,7 +250,7 @@ class WatchdogWorker:
         ok, why = may_feed(r.now, timeout, r.lease_deadline, r.supervisor_age, r.postgres_age,
                            r.max_age)
         if not ok:
-            self.refuse(f"not feeding the watchdog: {why}")
+            self.refuse("feed:" + cause_of(why), f"not feeding the watchdog: {why}")
             return
         try:
             if change:
@@ -263,7 +264,7 @@ class WatchdogWorker:
             else:
                 self.device.keepalive()
         except WatchdogError as e:
-            self.refuse(f"feeding the watchdog failed: {e}")
+            self.refuse("feed-error", f"feeding the watchdog failed: {e}")
             return
         self.fed_renewal, self.last_feed = r.renewed_at, r.now
         self.reason = None
@@ -282,10 +283,10 @@ class WatchdogWorker:
 
     # -- reporting --------------------------------------------------------------------
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, cause: str, reason: str) -> None:
         """A transient no (not feeding, not arming yet): published, logged once per cause."""
         self.reason = reason
-        self.once(cause_of(reason.split(": ", 1)[-1]) if ": " in reason else reason, reason)
+        self.once(cause, reason)
 
     def fail(self, now: float, error: str) -> None:
         """The device cannot be used: usable=false (and failed=true in required mode)."""

@@ -242,3 +242,14 @@ def test_crashed_primary_restarts_in_place_within_primary_start_timeout() -> Non
     mem = Memory(state="primary", since=NOW - 100, pg_down_since=NOW - 10)
     d = decide(snap("n1", pg=replace(STOPPED, state="crashed"), lease=HOLDING, memory=mem))
     assert d.action == "restart_primary" and d.recover and d.memory.pg_down_since == NOW - 10
+
+
+def test_the_transition_docs_match_the_table() -> None:
+    """docs/ha-transitions.md is generated from the table the code runs: keep them equal."""
+    from pathlib import Path
+
+    from pgwarden.supervisor.render_transitions import render
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "ha-transitions.md"
+    assert page.read_text() == render(), \
+        "regenerate: python -m pgwarden.supervisor.render_transitions > docs/ha-transitions.md"
