@@ -34,6 +34,8 @@ KEEPALIVE_BYTE = b"1"  # Patroni writes "1"; the kernel treats any byte as a pin
 MAGIC_BYTE = b"V"
 FIFO_CONNECT_WAIT = 0.5  # the emulator reopens its FIFO between writers; ENXIO meanwhile
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL)
+SYSFS_WATCHDOG = "/sys/class/watchdog"
+LEGACY_DEV = "10:130"  # /dev/watchdog, the misc alias of watchdog0
 
 
 class WatchdogError(PgwardenError):
@@ -129,6 +131,7 @@ class LinuxWatchdog(WatchdogDevice):
         self.kind = "unknown"  # "linux" | "emulator" once open
         self.info: abi.WatchdogInfo | None = None
         self._fifo_timeout: int | None = None
+        self.nowayout: bool | None = None  # the driver's nowayout, when sysfs tells
 
     @property
     def is_open(self) -> bool:
@@ -136,7 +139,8 @@ class LinuxWatchdog(WatchdogDevice):
 
     @property
     def can_disarm(self) -> bool:
-        return self.info is not None and self.info.supports(abi.WDIOF_MAGICCLOSE)
+        return (self.info is not None and self.info.supports(abi.WDIOF_MAGICCLOSE)
+                and self.nowayout is not True)
 
     # -- open ------------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class LinuxWatchdog(WatchdogDevice):
                                 "FIFO: check watchdog.device")
         fd = self._open_chr()
         self._fd, self.kind = fd, "linux"
+        self.nowayout = sysfs_nowayout(st.st_rdev)
         try:
             self.info = self._get_support(fd)
         except WatchdogError:
@@ -301,11 +306,36 @@ class LinuxWatchdog(WatchdogDevice):
         d: dict[str, Any] = {"kind": self.kind, "path": self.path, "open": self.is_open}
         if info is not None:
             d.update(identity=info.identity, firmware_version=info.firmware_version,
-                     options=info.option_names(), magic_close=self.can_disarm)
+                     options=info.option_names(), nowayout=self.nowayout,
+                     can_disarm=self.can_disarm)
         if self.is_open:
             d["timeout"] = self.get_timeout()
             d["timeleft"] = self.get_timeleft()
         return d
+
+
+def sysfs_nowayout(rdev: int) -> bool | None:
+    """The driver's nowayout flag from /sys/class/watchdog (magic close is then ignored).
+
+    The legacy node /dev/watchdog (misc 10:130) is watchdog0. None when not found.
+    """
+    want = f"{os.major(rdev)}:{os.minor(rdev)}"
+    try:
+        names = sorted(os.listdir(SYSFS_WATCHDOG))
+    except OSError:
+        return None
+    for name in names:
+        base = os.path.join(SYSFS_WATCHDOG, name)
+        try:
+            with open(os.path.join(base, "dev"), encoding="ascii") as f:
+                dev = f.read().strip()
+            if dev != want and not (want == LEGACY_DEV and name == "watchdog0"):
+                continue
+            with open(os.path.join(base, "nowayout"), encoding="ascii") as f:
+                return f.read().strip() == "1"
+        except OSError:
+            continue
+    return None
 
 
 def make_device(mode: str, path: str, ioctl: IoctlFn = fcntl.ioctl) -> WatchdogDevice:

@@ -172,7 +172,11 @@ class WatchdogWorker:
             self.maybe_feed(r)
             if not want:
                 ok, why = may_disarm(want, r.primary_running, r.vip_held)
-                if ok:
+                if ok and self.device is not None and not self.device.can_disarm:
+                    # closing would not stop it: keep feeding rather than reset a healthy host
+                    self.once("nowayout", "the watchdog cannot be disarmed (no magic close, or "
+                              "nowayout): keeping it armed and fed")
+                elif ok:
                     self.disarm(why)
                 else:
                     self.once("keep", f"keeping the watchdog armed: {why}")
