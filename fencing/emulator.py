@@ -128,7 +128,14 @@ class WatchdogState:
 
 
 def reader(path: str, state: WatchdogState) -> None:
-    """Accept one writer at a time: a blocking open returns when a writer opens (= arming)."""
+    try:
+        accept_writers(path, state)
+    except Exception as e:  # the timer keeps running: an armed emulator must still fire
+        state.log.write("reader_error", error=repr(e))
+
+
+def accept_writers(path: str, state: WatchdogState) -> None:
+    """One writer at a time: a blocking open returns when a writer opens (= arming)."""
     while True:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         with state.cond:
@@ -268,12 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         if not firing:
             raise _Stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     threading.Thread(target=reader, args=(args.device, state), daemon=True,
                      name="fifo-reader").start()
     log.write("ready", device=args.device, netns=args.netns, timeout=args.timeout,
               pid=os.getpid())
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         with state.cond:
             while True:

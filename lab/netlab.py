@@ -838,6 +838,8 @@ class Lab:
     def lags(self) -> dict[str, Any]:
         """{member: lag in bytes (or 'unknown')} from GET /cluster of any answering host."""
         for host in self.live_db_hosts():
+            if host in self.state["partitioned"]:
+                continue
             status, body = self.api_get(host, "/cluster", timeout=1.0)
             if status == 200 and isinstance(body, dict):
                 return {m["name"]: m.get("lag", 0 if m.get("role") == "leader" else None)
@@ -854,8 +856,15 @@ class Lab:
                                      "crashed": name in self.state["crashed"],
                                      "partitioned": name in self.state["partitioned"],
                                      "frozen": self.state["frozen"].get(name, {}).get("what", [])}
+            frozen = self.state["frozen"].get(name)
+            if frozen and not any(alive(p) for p in frozen["pids"]):
+                entry["frozen"] = []  # the frozen processes are gone (fenced, crashed)
             if h["kind"] == "db":
-                code, body = self.api_get(name, "/patroni", timeout=1.0)
+                code, body = 0, None
+                if name not in self.state["crashed"]:
+                    # A partitioned host is asked from inside its own namespace: its own view.
+                    via = name if name in self.state["partitioned"] else "client"
+                    code, body = self.api_get(name, "/patroni", timeout=1.0, via=via)
                 body = body if isinstance(body, dict) else {}
                 entry.update({
                     "agent": self.agent_alive(name),
@@ -863,7 +872,7 @@ class Lab:
                     "api": code,
                     "role": body.get("role"), "state": body.get("state"),
                     "vip": self.vip in [a.split("/")[0] for a in netns.addresses(h["ns"])],
-                    "lag": lags.get(name),
+                    "lag": lags.get(name) if body.get("state") == "running" else None,
                     "decision": (body.get("pgwarden") or {}).get("decision_reason"),
                 })
             elif h["kind"] == "dcs":
@@ -1092,7 +1101,7 @@ def _verb(lab: Lab, args: argparse.Namespace, say: Callable[[str], None]) -> int
             if h["kind"] == "db":
                 lag = h["lag"]
                 say(f"  {h['host']:<6} {h['address']:<14} agent {'up' if h['agent'] else 'DOWN':<4} "
-                    f"{(h['role'] or '-'):<8} {(h['state'] or '-'):<10} "
+                    f"{(h['role'] or '-'):<13} {(h['state'] or '-'):<10} "
                     f"{'VIP ' if h['vip'] else '    '}lag {lag if lag is not None else '-'}{extra}")
             elif h["kind"] == "dcs":
                 say(f"  {h['host']:<6} {h['address']:<14} etcd "

@@ -107,29 +107,19 @@ class GarpBurst:
             self._sock, mac = _open(interface, netns)
             self._frames = garp_frames(mac, address)
         except OSError as e:
-            self._fail(e)
+            self.error = str(e)
+            _warn_once(interface, address, e)
             return
         start = time.monotonic()
         offsets = sorted(schedule)
         if offsets and offsets[0] <= 0:
             self._send_round()  # "at once": in the caller, before it returns
             offsets = offsets[1:]
-        if offsets and self._sock is not None:
-            self._thread = threading.Thread(target=self._run, args=(start, offsets),
-                                            name=f"garp-{address}", daemon=True)
-            self._thread.start()
-        else:
-            self._close()
-
-    def _fail(self, e: BaseException) -> None:
-        self.error = str(e)
-        _warn_once(self.interface, self.address, e)
-        self._close()
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        # The thread also closes the socket: closing an AF_PACKET socket waits for an RCU
+        # grace period (synchronize_net, ~10 ms), which must not delay the caller.
+        self._thread = threading.Thread(target=self._run, args=(start, offsets),
+                                        name=f"garp-{address}", daemon=True)
+        self._thread.start()
 
     def _send_round(self) -> None:
         with self._lock:
@@ -150,15 +140,16 @@ class GarpBurst:
                     return  # cancelled
                 self._send_round()
         finally:
-            with self._lock:
-                self._close()
+            with self._lock:  # detach under the lock, close outside it (close is slow)
+                sock, self._sock = self._sock, None
+            if sock is not None:
+                sock.close()
 
     def cancel(self) -> None:
         """Stop the burst: called before the VIP is removed, so we never announce a VIP
-        another host may already hold."""
+        another host may already hold. Immediate: the thread closes the socket later."""
         with self._lock:
             self._cancelled = True
-            self._close()
         self._wake.set()
 
     def done(self) -> bool:

@@ -93,7 +93,11 @@ class Agent:
         self.shm.claim("supervisor")
         self._publish(self._intent_dict(None), None)
         for name in WORKERS:
-            self.tree.add(name, self._worker_target(name))
+            # The network worker gets SIGTERM when the supervisor dies, so it drops the VIP
+            # on its way out (vip-manager#354: a VIP must never outlive its agent). The others
+            # die at once: a dead agent's watchdog must not be fed, nor magically closed.
+            death = signal.SIGTERM if name == "network" else signal.SIGKILL
+            self.tree.add(name, self._worker_target(name), death)
         self.tree.start_all()
         log.info("started workers: %s", ", ".join(
             f"{n}={s.pid}" for n, s in self.tree.slots.items()))

@@ -1,6 +1,8 @@
 """The HA decision core: one pure function from a Snapshot to a Decision."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pgwarden.supervisor.rules import TRANSITIONS, Transition
 from pgwarden.supervisor.snapshot import Decision, Snapshot
 
@@ -17,4 +19,14 @@ def decide(s: Snapshot) -> Decision:
     if s.memory.state == "stopped":
         return Decision(action="stay_stopped", reason="stopped", memory=s.memory,
                         pg_role="none", exit_code=0 if s.shutdown else None)
-    return matching_transition(s).act(s)
+    return vip_first(s, matching_transition(s).act(s))
+
+
+def vip_first(s: Snapshot, d: Decision) -> Decision:
+    """Rule 2: a primary about to stop being one drops the VIP BEFORE PostgreSQL changes,
+    so clients never reach a host that is demoting. PostgreSQL is left as it is (pg_role
+    "none") until the network worker reports the VIP gone, a few milliseconds later."""
+    demoting = s.pg.running and s.pg.role == "primary" and d.pg_role in ("replica", "stopped")
+    if demoting and s.vip_held and not d.vip:
+        return replace(d, pg_role="none", reason=f"{d.reason} (dropping the VIP first)")
+    return d

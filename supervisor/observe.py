@@ -91,6 +91,9 @@ def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, Sect
         watchdog_required_failed=wd_failed,
         ops=ops,
         shutdown=shutdown,
+        # only a live network worker can hold up a demotion: a dead one must never block it
+        vip_held=bool(sections["network"].data.get("held"))
+        and fresh(sections["network"], now_ns, stale_after),
         race_settle=min(1.0, dynamic.ttl / 10),
     )
 

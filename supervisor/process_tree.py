@@ -32,6 +32,7 @@ class RestartIntensityExceeded(Exception):
 class WorkerSlot:
     name: str
     target: Callable[[], int | None]  # runs in the child; its return value is the exit code
+    death_signal: int = signal.SIGKILL  # what the kernel sends the child when we die
     pid: int = 0
     restarts: int = 0
     last_restart: float | None = None  # wall clock, for display
@@ -53,8 +54,9 @@ class ProcessTree:
         self._restart_times: deque[float] = deque()
         self._parent = os.getpid()
 
-    def add(self, name: str, target: Callable[[], int | None]) -> None:
-        self.slots[name] = WorkerSlot(name, target)
+    def add(self, name: str, target: Callable[[], int | None],
+            death_signal: int = signal.SIGKILL) -> None:
+        self.slots[name] = WorkerSlot(name, target, death_signal)
 
     def start_all(self) -> None:
         gc.freeze()  # keep the parent's objects out of the children's GC: pages stay shared
@@ -66,7 +68,7 @@ class ProcessTree:
         if pid == 0:  # child
             code = 70
             try:
-                _set_pdeathsig()
+                _set_pdeathsig(slot.death_signal)
                 if os.getppid() != self._parent:  # the parent died before prctl took effect
                     os._exit(70)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):

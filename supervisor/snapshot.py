@@ -79,6 +79,7 @@ class Snapshot:
     watchdog_required_failed: bool = False
     ops: dict[str, OpState] = field(default_factory=dict)
     shutdown: bool = False  # SIGTERM received
+    vip_held: bool = False  # the network worker reports the VIP on this host
     race_settle: float = 1.0  # seconds to let peers refresh their WAL position before a race
 
 

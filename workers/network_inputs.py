@@ -27,9 +27,11 @@ class Verdict:
 
 def stale_after(supervisor: dict[str, Any]) -> float:
     """The supervisor's own threshold for a stale section (supervisor/observe.py)."""
-    dyn = supervisor.get("dynamic") or {}
+    dyn = supervisor.get("dynamic")
     loop_wait = dyn.get("loop_wait") if isinstance(dyn, dict) else None
-    return max(3.0, float(loop_wait) + 2.0) if _number(loop_wait) else 3.0
+    if isinstance(loop_wait, (int, float)) and not isinstance(loop_wait, bool):
+        return max(3.0, float(loop_wait) + 2.0)
+    return 3.0
 
 
 def _number(v: Any) -> bool:

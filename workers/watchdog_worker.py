@@ -95,6 +95,8 @@ class WatchdogWorker:
         if self.adopt:
             self.effective = self.requested = previous.get("timeout")
         self.ctx.shm.claim("watchdog")
+        if self.adopt:
+            self.take_over()  # before the first publication, which must not say "disarmed"
         self.publish()
 
     def loop(self) -> None:
@@ -123,6 +125,7 @@ class WatchdogWorker:
                              r.vip_held)
         if ok:
             self.disarm(why)
+            self.publish()
             return
         self.log.critical("stopping while the watchdog is armed (%s): exiting WITHOUT "
                           "disarming it, the host resets within %s s unless a new watchdog "
@@ -167,7 +170,7 @@ class WatchdogWorker:
     def step(self, r: Readings) -> None:
         want = should_arm(r.intent, self.mode, r.paused)
         if self.adopt:
-            self.take_over(r)
+            self.take_over()
         if self.armed:
             self.maybe_feed(r)
             if not want:
@@ -232,10 +235,10 @@ class WatchdogWorker:
         self.fed_renewal, self.last_feed = r.renewed_at, r.now
         self.arm_error, self.reason = None, None
         self.logged.clear()
-        self.log.info("watchdog %s armed: effective timeout %s s (W = %d s, ttl %g s) %s",
-                      self.path, effective, r.wanted, r.ttl, device.describe())
+        self.log.info("watchdog %s armed: effective timeout %s s (W = %d s, ttl %g s); %s",
+                      self.path, effective, r.wanted, r.ttl, _describe(device))
 
-    def take_over(self, r: Readings) -> None:
+    def take_over(self) -> None:
         device = self.device_factory(self.mode, self.path)
         try:
             device.open()  # no ping when the timer still runs (kernel and emulator alike)
@@ -272,7 +275,7 @@ class WatchdogWorker:
             return
         self.fed_renewal, self.last_feed = r.renewed_at, r.now
         self.reason = None
-        self.logged.clear()
+        self.logged = {k for k in self.logged if not k.startswith("feed")}  # may recur now
 
     def disarm(self, why: str) -> None:
         device, self.device = self.device, None
@@ -327,6 +330,12 @@ class WatchdogWorker:
             return
         self.last_published = data
         self.ctx.publish(data)
+
+
+def _describe(device: WatchdogDevice) -> str:
+    d = device.describe()
+    return ", ".join(f"{k} {v}" for k, v in d.items()
+                     if k in ("kind", "identity", "options", "nowayout") and v is not None)
 
 
 def _fresh(view: SectionView, now_ns: int, max_age: float) -> dict[str, Any] | None:

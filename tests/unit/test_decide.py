@@ -253,3 +253,11 @@ def test_the_transition_docs_match_the_table() -> None:
     page = Path(__file__).resolve().parents[2] / "docs" / "ha-transitions.md"
     assert page.read_text() == render(), \
         "regenerate: python -m pgwarden.supervisor.render_transitions > docs/ha-transitions.md"
+
+
+def test_a_demoting_primary_drops_the_vip_before_postgres_changes() -> None:
+    held = snap("n2", pg=PRIMARY, state="primary", vip_held=True)  # n1 holds the lock
+    d = decide(held)
+    assert d.pg_role == "none" and not d.vip and "dropping the VIP first" in d.reason
+    d = decide(replace(held, vip_held=False))
+    assert d.pg_role == "replica" and d.leader == "n1"
