@@ -17,3 +17,20 @@ def safety_margin(cfg: Config, dynamic: DynamicConfig) -> float:
 def watchdog_timeout(cfg: Config, dynamic: DynamicConfig) -> int:
     """W = ttl - safety_margin (Patroni), at least 1 s, so W <= T - margin (rule 3)."""
     return max(1, int(dynamic.ttl - safety_margin(cfg, dynamic)))
+
+
+def renew_interval(ttl: float, loop_wait: float) -> float:
+    """How often the lease worker renews its lease: on its own schedule, at least four times
+    per ttl, so one slow renewal never costs the lock."""
+    return max(0.2, min(ttl / 4, loop_wait))
+
+
+def stale_after(loop_wait: float) -> float:
+    """A worker section older than this is stale (the brain and the watchdog agree on it)."""
+    return max(3.0, loop_wait + 2.0)
+
+
+def demote_lead(margin: float) -> float:
+    """How long before `lease_deadline - safety_margin` a primary that cannot renew starts
+    demoting, so it stops cleanly before the watchdog (fed until then) would reset it."""
+    return min(1.0, margin / 2)

@@ -20,7 +20,8 @@ import os
 import stat
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pgwarden.core.errors import PgwardenError
 from pgwarden.fencing import linux_abi as abi

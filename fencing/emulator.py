@@ -130,7 +130,7 @@ class WatchdogState:
 def reader(path: str, state: WatchdogState) -> None:
     try:
         accept_writers(path, state)
-    except Exception as e:  # the timer keeps running: an armed emulator must still fire
+    except Exception as e:  # noqa: BLE001 - the timer keeps running: an armed one must fire
         state.log.write("reader_error", error=repr(e))
 
 
@@ -255,7 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stream: IO[str] = open(args.log, "a", encoding="utf-8") if args.log else sys.stderr
+    stream: IO[str] = sys.stderr
+    if args.log:  # kept open for the life of the process: the last line is written at exit
+        stream = open(args.log, "a", encoding="utf-8")  # noqa: SIM115
     log = EventLog(stream)
     inode = None
     if args.netns:

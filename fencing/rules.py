@@ -7,6 +7,8 @@ replica can take the leader key. Every time is CLOCK_MONOTONIC seconds.
 """
 from __future__ import annotations
 
+from pgwarden.core.timing import renew_interval, stale_after  # noqa: F401 (re-export)
+
 import math
 
 # Causes of a refusal, the first word(s) of the reason: the worker logs once per cause.
@@ -95,15 +97,10 @@ def timeout_problem(effective: int | None, ttl: float, renew_interval: float) ->
     return None
 
 
-def renew_interval(ttl: float, loop_wait: float) -> float:
-    """How often the lease worker renews (mirrors LeaseWorker._renew_interval)."""
-    return max(0.2, min(ttl / 4, loop_wait))
-
-
 def heartbeat_max_age(loop_wait: float) -> float:
     """Heartbeats older than this stop feeding: the decision core's own staleness limit
-    (supervisor/observe.py), so the watchdog gives up when the brain would."""
-    return max(3.0, loop_wait + 2.0)
+    (core/timing.stale_after), so the watchdog gives up when the brain would."""
+    return stale_after(loop_wait)
 
 
 def poll_interval(timeout: float) -> float:

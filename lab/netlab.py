@@ -48,6 +48,7 @@ import signal
 import string
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -117,23 +118,43 @@ def find_labs(base: Path = BASE_DIR) -> list[Path]:
 class Probe:
     """A `pgwarden.lab.probe` process inside one namespace; JSON lines over its pipes."""
 
-    def __init__(self, ns: str, python: str) -> None:
+    def __init__(self, ns: str, python: str, stderr: Path | None = None) -> None:
         self.ns = ns
         self.python = python
+        self.stderr = stderr
         self.proc: subprocess.Popen[bytes] | None = None
         self._id = 0
         self._buf = b""
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.ns, self.python, "-u", "-m", "pgwarden.lab.probe"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                start_new_session=True)
+            if self.proc is not None:
+                self.close()
+            err: Any = subprocess.DEVNULL
+            if self.stderr is not None and self.stderr.parent.is_dir():
+                err = open(self.stderr, "ab")
+            try:
+                self.proc = subprocess.Popen(
+                    ["ip", "netns", "exec", self.ns, self.python, "-u", "-m", "pgwarden.lab.probe"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                    start_new_session=True)
+            finally:
+                if err is not subprocess.DEVNULL:
+                    err.close()
             self._buf = b""
         return self.proc
 
     def request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One request; waits at most `timeout` + 5 s (then the probe is restarted)."""
+        with self._lock:
+            return self._request(req, timeout)
+
+    def _request(self, req: dict[str, Any], timeout: float) -> dict[str, Any]:
         proc = self._start()
         assert proc.stdin is not None and proc.stdout is not None
         self._id += 1
@@ -593,8 +614,10 @@ class Lab:
         all: every process of the host's namespace but the watchdog emulator."""
         ns = self.ns(host)
         if what == "all":
-            emu = set(self._tree(self.pid_of(host, "emulator")))
-            return [p for p in netns.pids_in(ns) if p not in emu]
+            # not the emulator (the hardware) nor our own probe processes
+            spare = set(self._tree(self.pid_of(host, "emulator")))
+            spare |= {p.pid for p in self._probes.values() if p.pid}
+            return [p for p in netns.pids_in(ns) if p not in spare]
         pg = self._tree(self.postmaster_pid(host))
         if what == "postgres":
             return pg
@@ -716,7 +739,8 @@ class Lab:
         for s in sorted(spaces, key=lambda n: n.endswith("-br")):
             netns.delete(s)
         left = [n for n in netns.list_namespaces() if n.startswith(self.prefix + "-")]
-        self._remove_shm()
+        if self.state["phase"] != "new":  # the scope and host names are known, not guessed
+            self._remove_shm()
         shutil.rmtree(self.lab_dir, ignore_errors=True)
         for p in self._children:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -750,7 +774,7 @@ class Lab:
     def probe(self, host: str = "client") -> Probe:
         ns = self.ns(host)
         if ns not in self._probes:
-            self._probes[ns] = Probe(ns, self.python)
+            self._probes[ns] = Probe(ns, self.python, self.lab_dir / f"probe-{host}.err")
         return self._probes[ns]
 
     def api_get(self, target: str, path: str, timeout: float = 2.0,

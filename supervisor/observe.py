@@ -5,7 +5,7 @@ from typing import Any
 
 from pgwarden.core.config_model import Config, DynamicConfig
 from pgwarden.core.shm import SectionView
-from pgwarden.core.timing import safety_margin
+from pgwarden.core.timing import demote_lead, safety_margin, stale_after
 from pgwarden.dcs.model import ClusterView
 from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
 
@@ -73,27 +73,28 @@ def watchdog_flags(v: SectionView) -> tuple[bool, bool]:
 def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, SectionView],
                    memory: Memory, ops: dict[str, OpState], now: float, now_ns: int,
                    shutdown: bool) -> Snapshot:
-    stale_after = max(3.0, float(dynamic.loop_wait) + 2.0)
+    stale = stale_after(float(dynamic.loop_wait))
     lease_sec = sections["lease"]
     ready, wd_failed = watchdog_flags(sections["watchdog"])
     return Snapshot(
         name=cfg.name,
         now=now,
         cluster=cluster_view(lease_sec, now, float(dynamic.ttl)),
-        pg=pg_view(sections["postgres"], now_ns, stale_after),
-        lease=lease_view(lease_sec, now_ns, stale_after),
+        pg=pg_view(sections["postgres"], now_ns, stale),
+        lease=lease_view(lease_sec, now_ns, stale),
         dynamic=dynamic,
         memory=memory,
         nofailover=cfg.nofailover,
         failover_priority=_priority(cfg.tags),
         safety_margin=safety_margin(cfg, dynamic),
+        demote_lead=demote_lead(safety_margin(cfg, dynamic)),
         watchdog_ready=ready,
         watchdog_required_failed=wd_failed,
         ops=ops,
         shutdown=shutdown,
         # only a live network worker can hold up a demotion: a dead one must never block it
         vip_held=bool(sections["network"].data.get("held"))
-        and fresh(sections["network"], now_ns, stale_after),
+        and fresh(sections["network"], now_ns, stale),
         race_settle=min(1.0, dynamic.ttl / 10),
     )
 

@@ -39,8 +39,10 @@ def dcs_ok(s: Snapshot) -> bool:
 
 
 def margin_deadline(s: Snapshot) -> float:
-    """The instant by which a primary must have stopped being writable (rule 1)."""
-    return s.lease.lease_deadline - s.safety_margin
+    """The instant at which a primary that cannot renew starts demoting: rule 1 wants it
+    unwritable by `lease_deadline - safety_margin`; `demote_lead` leaves time to stop cleanly
+    before the watchdog (timeout ttl - safety_margin, fed after each renewal) resets the host."""
+    return s.lease.lease_deadline - s.safety_margin - s.demote_lead
 
 
 def i_hold_lock(s: Snapshot) -> bool:
@@ -211,6 +213,15 @@ def act_arm_watchdog(s: Snapshot) -> Decision:
     return _d(s, "arm_watchdog", "candidate",
               "I hold the leader key: arming the watchdog before promotion",
               pg_role="replica", leader=None, lock_want=True, watchdog="armed")
+
+
+def act_no_watchdog(s: Snapshot) -> Decision:
+    primary = pg_is_primary(s)
+    return _d(s, "release_lock_no_watchdog", "replica",
+              "the watchdog is required but not usable: "
+              + ("demoting and releasing the leader key" if primary
+                 else "not promoting, releasing the leader key"),
+              pg_role="replica", leader=None, stop_mode="immediate", lock_want=False, vip=False)
 
 
 def act_promote(s: Snapshot) -> Decision:
@@ -392,6 +403,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(("primary",), "holding the lock, PostgreSQL down",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
                "restart_primary", "primary", act_restart_crashed_primary),
+    Transition(ALIVE, "holding the lock, the required watchdog is not usable",
+               lambda s: i_hold_lock(s) and s.watchdog_required_failed,
+               "release_lock_no_watchdog", "replica", act_no_watchdog),
     Transition(ALIVE, "holding the lock, replica, watchdog not armed yet",
                lambda s: i_hold_lock(s) and not pg_is_primary(s) and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog),

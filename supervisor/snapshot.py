@@ -75,6 +75,7 @@ class Snapshot:
     nofailover: bool = False
     failover_priority: int = 1
     safety_margin: float = 5.0
+    demote_lead: float = 1.0  # start demoting this long before lease_deadline - safety_margin
     watchdog_ready: bool = True  # armed, or not needed (mode off / automatic without a device)
     watchdog_required_failed: bool = False
     ops: dict[str, OpState] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pgwarden.core.clock import mono, wall
 from pgwarden.core.errors import DCSError
+from pgwarden.core.timing import renew_interval
 from pgwarden.dcs.base import DCS
 from pgwarden.dcs.model import ClusterView, cluster_prefix
 from pgwarden.workers.context import WorkerContext
@@ -69,7 +70,7 @@ class LeaseWorker:
     def _renew_interval(self) -> float:
         dyn = self._dynamic()
         loop_wait = float(dyn.get("loop_wait", self.ctx.config.bootstrap_dcs.loop_wait))
-        return max(0.2, min(self.ttl / 4, loop_wait))
+        return renew_interval(self.ttl, loop_wait)
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ and the decision core then never takes the leader key.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pgwarden.core.clock import mono_ns
 from pgwarden.core.shm import SectionView
@@ -152,7 +153,8 @@ class WatchdogWorker:
             now=now_ns / 1e9,
             intent=(sup.data.get("intent") or {}).get("watchdog"),
             paused=bool(sup.data.get("paused")),
-            wanted=int(sup.data.get("watchdog_timeout") or watchdog_timeout(cfg, cfg.bootstrap_dcs)),
+            wanted=int(sup.data.get("watchdog_timeout")
+                       or watchdog_timeout(cfg, cfg.bootstrap_dcs)),
             ttl=ttl,
             renew_interval=renew_interval(ttl, loop_wait),
             max_age=max_age,

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pgwarden.core.clock import mono
 from pgwarden.core.config_model import (
     Config,
@@ -36,8 +35,8 @@ from pgwarden.core.config_model import (
 from pgwarden.core.shm import SharedState
 from pgwarden.core.wakeup import Wakeups
 from pgwarden.fencing.device import LinuxWatchdog
-from pgwarden.workers.context import WorkerContext
 from pgwarden.workers import watchdog_worker
+from pgwarden.workers.context import WorkerContext
 from pgwarden.workers.watchdog_worker import WatchdogWorker
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -86,7 +85,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             if p.poll() is None:
                 p.kill()
             p.wait(timeout=5)
-        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10,
+                       check=False)
 
 
 @dataclass

@@ -149,7 +149,7 @@ def test_crash_of_the_primary_elects_a_new_one_without_losing_rows(lab: Lab) -> 
         assert new in others
         third = [h for h in others if h != new][0]
         lab.wait_until(lambda: lab.streaming(new) == [third], 60, f"{third} streaming from {new}")
-        assert lab.vip_holders() == [new]
+        lab.wait_until(lambda: lab.vip_holders() == [new], 10, f"the VIP on {new}")
         lab.wait_until(lambda: any(r["node"] == new for r in _acked(log)), 30,
                        f"the writer acked by {new} through the VIP")
     finally:

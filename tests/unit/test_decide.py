@@ -99,6 +99,10 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
     ("holding the lock, PostgreSQL down",
      snap("n1", pg=STOPPED, lease=HOLDING, state="primary"),
      {"pg_role": "primary", "lock_want": True, "recover": True}),
+    ("holding the lock, the required watchdog is not usable",
+     snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
+          watchdog_ready=False, watchdog_required_failed=True),
+     {"lock_want": False, "pg_role": "replica", "vip": False}),
     ("holding the lock, replica, watchdog not armed yet",
      snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
           watchdog_ready=False),
@@ -193,7 +197,7 @@ def test_lower_lag_than_allowed_blocks_the_race() -> None:
 
 def test_lock_confirmed_but_past_margin_is_not_held() -> None:
     """Rule 1: a lease about to expire (inside the safety margin) does not count as held."""
-    lease = replace(HOLDING, lease_deadline=NOW + 4.9)  # safety margin 5
+    lease = replace(HOLDING, lease_deadline=NOW + 5.9)  # safety margin 5, demote lead 1
     d = decide(snap("n1", pg=PRIMARY, lease=lease, state="primary"))
     assert d.pg_role == "replica" and not d.vip
 

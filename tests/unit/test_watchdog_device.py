@@ -16,10 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from pgwarden.fencing import device as device_mod
 from pgwarden.fencing import linux_abi as abi
-from pgwarden.fencing.device import LinuxWatchdog, NullWatchdog, WatchdogError, make_device, probe
+from pgwarden.fencing.device import (
+    LinuxWatchdog,
+    NullWatchdog,
+    WatchdogError,
+    make_device,
+    probe,
+)
 
 SOFTDOG_OPTIONS = abi.WDIOF_SETTIMEOUT | abi.WDIOF_MAGICCLOSE | abi.WDIOF_KEEPALIVEPING
 

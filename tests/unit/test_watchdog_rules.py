@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pgwarden.fencing.rules import (
     CAUSE_DEADLINE,
     CAUSE_NO_LEASE,
@@ -77,7 +76,7 @@ def test_boundary_with_nanosecond_times() -> None:
 def test_a_feed_never_lets_the_watchdog_outlive_the_lease() -> None:
     # property of the rule: whenever it feeds, the reset it allows is before the deadline
     deadline = 1030.0
-    for step in range(0, 40_000):
+    for step in range(40_000):
         now = 995.0 + step * 0.001
         for timeout in (1, 5, 15, 25, 29):
             ok, _ = feed(now, deadline, timeout=timeout)
