@@ -488,6 +488,10 @@ class Lab:
         addr, subnet = h["address"], self.state["subnet"]
         params: dict[str, Any] = {"shared_buffers": "16MB", "wal_keep_size": "64MB",
                                   "max_connections": 50,
+                                  # A SIGKILLed postmaster leaves its posix segments in the
+                                  # machine-wide /dev/shm (a real power cut clears it); mmap
+                                  # keeps them in the data dir, cleaned at start and by down.
+                                  "dynamic_shared_memory_type": "mmap",
                                   # who took a row: the writer's table defaults to this
                                   "pgwarden_lab.node": host}
         if o["sync"]:
@@ -1101,6 +1105,11 @@ def _run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         say(f"lab {lab.prefix} down: {len(out['namespaces'])} namespaces deleted, "
             f"{out['killed_after_term']} processes killed, {lab.lab_dir} removed")
         return 0
+    if args.verb == "exec":
+        # `exec HOST --prefix P -- CMD`: options after HOST land in the remainder
+        while args.cmd[:1] and args.cmd[0] in ("--prefix", "--lab-dir") and len(args.cmd) > 1:
+            setattr(args, args.cmd[0][2:].replace("-", "_"), args.cmd[1])
+            args.cmd = args.cmd[2:]
     lab = Lab.load(args.prefix, args.lab_dir, log=say)
     try:
         return _verb(lab, args, say)
