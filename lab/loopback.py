@@ -275,6 +275,8 @@ class LoopbackCluster:
         parts = []
         for name, node in self.nodes.items():
             parts.append(f"--- {name} log tail ---\n{log_tail(node.log_path)}")
+            pg_log = Path(str(node.data_dir) + ".log")
+            parts.append(f"--- {name} PostgreSQL log tail ---\n{log_tail(pg_log)}")
         return "\n".join(parts)
 
 

@@ -9,13 +9,16 @@ target, so a crashed one first runs crash recovery in single-user mode.
 from __future__ import annotations
 
 import os
+import time
 
+from pgwarden.core.clock import mono
 from pgwarden.core.config_model import Credentials
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import runas
 from pgwarden.postgres.basebackup import pgpass_line
 from pgwarden.postgres.conffiles import conninfo_quote
 from pgwarden.postgres.datadir import controldata
+from pgwarden.postgres.query import ConnParams, run_once
 
 PRIMARY_STATES = ("in production", "shut down")  # pg_control states of a (former) primary
 CRASHED_STATES = ("in production", "in crash recovery", "shutting down")
@@ -44,9 +47,38 @@ def crash_recovery(bin_dir: str, data_dir: str, timeout: float = 300.0) -> None:
               timeout, what="crash recovery (single-user mode)")
 
 
+# The source's current timeline (from its WAL position) and the one its pg_control knows.
+_TIMELINES_SQL = """
+SELECT ('x' || pg_catalog.substr(pg_catalog.pg_walfile_name(
+            pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int,
+       (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())
+"""
+
+
+def ensure_source_checkpointed(source: ConnParams, wait: float = 10.0) -> None:
+    """pg_rewind reads the source's timeline from its pg_control, which a promoted server only
+    updates at its next checkpoint: before that pg_rewind wrongly answers "no rewind
+    required" and the rejoined replica can never stream. Wait for the new leader's own
+    post-promotion checkpoint, then ask for one ourselves."""
+    deadline = mono() + wait
+    while True:
+        current, in_control = run_once(
+            source, lambda c: c.execute(_TIMELINES_SQL, prepare=False).fetchone(), 5.0,
+            what="the leader's timeline")
+        if in_control >= current:
+            return
+        if mono() >= deadline:
+            run_once(source, lambda c: c.execute("CHECKPOINT"), 60.0, what="CHECKPOINT")
+            return
+        time.sleep(0.2)
+
+
 def rewind(bin_dir: str, data_dir: str, host: str, port: int, user: Credentials,
            timeout: float = 600.0) -> str:
     """pg_rewind the data dir from the leader at host:port; return pg_rewind's last line."""
+    ensure_source_checkpointed(ConnParams(host=host, port=port, user=user.username,
+                                          password=user.password,
+                                          application_name="pgwarden_rewind"))
     if cluster_state(bin_dir, data_dir) in CRASHED_STATES:
         crash_recovery(bin_dir, data_dir)
     parent = os.path.dirname(os.path.abspath(data_dir))

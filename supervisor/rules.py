@@ -209,6 +209,13 @@ def act_primary_start_timeout(s: Snapshot) -> Decision:
               memory=moved(s.memory, "replica", s.now, pg_down_since=None))
 
 
+def act_release_pg_down(s: Snapshot) -> Decision:
+    return _d(s, "release_lock_pg_down", "replica",
+              "I hold the leader key but PostgreSQL is not running and I am not the running "
+              "primary: releasing it for a healthy member",
+              pg_role="none", lock_want=False, vip=False)
+
+
 def act_arm_watchdog(s: Snapshot) -> Decision:
     return _d(s, "arm_watchdog", "candidate",
               "I hold the leader key: arming the watchdog before promotion",
@@ -403,6 +410,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(("primary",), "holding the lock, PostgreSQL down",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
                "restart_primary", "primary", act_restart_crashed_primary),
+    Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
+               lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
+               "release_lock_pg_down", "replica", act_release_pg_down),
     Transition(ALIVE, "holding the lock, the required watchdog is not usable",
                lambda s: i_hold_lock(s) and s.watchdog_required_failed,
                "release_lock_no_watchdog", "replica", act_no_watchdog),

@@ -227,6 +227,7 @@ class PostgresWorker:
             return
         if self.status.get("role") == "primary":
             if self.need_checkpoint:
+                self._sync_slots()
                 self.begin("checkpoint", self._checkpoint)
                 return
             change = self._configure(standby=False, upstream=None)
@@ -404,6 +405,7 @@ class PostgresWorker:
         self.log.info("promoted in %.3f s", took)
         self.following = None
         self.need_checkpoint = True
+        self.slots_checked_at = 0.0  # replicas reconnect at once: have their slots ready
 
     def _checkpoint(self) -> None:
         """After a promotion pg_control keeps the old timeline until the next checkpoint,

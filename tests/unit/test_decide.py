@@ -99,6 +99,9 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
     ("holding the lock, PostgreSQL down",
      snap("n1", pg=STOPPED, lease=HOLDING, state="primary"),
      {"pg_role": "primary", "lock_want": True, "recover": True}),
+    ("holding the lock, PostgreSQL down, not the running primary",
+     snap("n1", pg=replace(STOPPED, state="crashed"), lease=HOLDING, state="replica"),
+     {"lock_want": False, "pg_role": "none", "vip": False}),
     ("holding the lock, the required watchdog is not usable",
      snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
           watchdog_ready=False, watchdog_required_failed=True),
@@ -265,3 +268,14 @@ def test_a_demoting_primary_drops_the_vip_before_postgres_changes() -> None:
     assert d.pg_role == "none" and not d.vip and "dropping the VIP first" in d.reason
     d = decide(replace(held, vip_held=False))
     assert d.pg_role == "replica" and d.leader == "n1"
+
+
+def test_after_releasing_for_failover_a_crashed_primary_never_promotes_again() -> None:
+    """The lock outlives the decision to release it by one DCS round trip: meanwhile the
+    node must not flap back to 'promote'."""
+    s = snap("n1", pg=replace(STOPPED, state="crashed"), lease=HOLDING, state="primary",
+             dynamic=DynamicConfig(primary_start_timeout=0))
+    d = decide(s)
+    assert d.action == "release_lock_for_failover"
+    d2 = decide(replace(s, memory=d.memory))
+    assert d2.action == "release_lock_pg_down" and d2.pg_role != "primary" and not d2.lock_want
