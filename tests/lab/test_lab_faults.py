@@ -1,0 +1,176 @@
+"""Faults on the primary in the lab: PostgreSQL killed (restart in place, or failover with
+primary_start_timeout 0) and a network partition of the primary's host.
+
+Real namespaces, etcd, PostgreSQL 15, pgwarden agents with the VIP and the emulated watchdog.
+A client writes through the VIP every 10 ms; for the partition a second writer runs INSIDE the
+isolated host, against its own address, to see how long it keeps acknowledging writes.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from pgwarden.lab import netns
+from pgwarden.lab.common import SUPERUSER_PASSWORD, spawn
+from pgwarden.lab.netlab import Lab, random_prefix
+from pgwarden.lab.writer import read_log
+
+pytestmark = pytest.mark.lab
+
+TTL = 10
+
+
+@pytest.fixture(scope="module")
+def lab(lab_ready: None) -> Iterator[Lab]:
+    prefix = "pgwf" + random_prefix()[4:]
+    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=2, retry_timeout=3)
+    try:
+        lab.up(wait=120)
+        yield lab
+    finally:
+        lab.down()
+
+
+def _acked(log: Path) -> list[dict[str, Any]]:
+    try:
+        return [r for r in read_log(str(log)) if r.get("outcome") == "acked"]
+    except FileNotFoundError:
+        return []
+
+
+def _first_ack_after(log: Path, t: float) -> dict[str, Any] | None:
+    after = [r for r in _acked(log) if r["t"] > t]
+    return min(after, key=lambda r: r["t"]) if after else None
+
+
+def _healthy_again(lab: Lab, timeout: float = 90) -> str:
+    primary = lab.wait_until(lambda: lab.healthy(), timeout, "a healthy cluster")
+    replicas = sorted(h for h in lab.db_hosts if h != primary)
+    lab.wait_until(lambda: lab.streaming(primary) == replicas, timeout, "every replica streaming")
+    lab.wait_until(lambda: lab.vip_holders() == [primary], 30, "the VIP on the primary")
+    return primary
+
+
+def test_postgres_killed_on_the_primary_restarts_in_place(lab: Lab) -> None:
+    primary = _healthy_again(lab)
+    log = lab.start_writer("vip")
+    try:
+        lab.wait_until(lambda: len(_acked(log)) >= 50, 30, "writes through the VIP")
+        pm = lab.postmaster_pid(primary)
+        assert pm
+        t_kill = time.monotonic()
+        netns.signal_pids([pm], signal.SIGKILL, lab.ns(primary))
+        first = lab.wait_until(lambda: _first_ack_after(log, t_kill + 0.05), 60,
+                               "a write acknowledged after the kill")
+    finally:
+        lab.stop_writer()
+    assert first["node"] == primary  # restarted in place (primary_start_timeout 300)
+    took = first["t"] + first["dt"] - t_kill
+    assert lab.healthy() == primary
+    print(f"\nPostgreSQL killed on {primary}: writes through the VIP again after {took:.2f} s, "
+          "same host")
+
+
+def test_postgres_killed_with_primary_start_timeout_zero_fails_over(lab: Lab) -> None:
+    primary = _healthy_again(lab)
+    _patch_dcs_config(lab, {"primary_start_timeout": 0})
+    time.sleep(2 * 2)  # every agent sees the new config within a loop
+    log = lab.start_writer("vip")
+    try:
+        lab.wait_until(lambda: len(_acked(log)) >= 50, 30, "writes through the VIP")
+        pm = lab.postmaster_pid(primary)
+        assert pm
+        t_kill = time.monotonic()
+        netns.signal_pids([pm], signal.SIGKILL, lab.ns(primary))
+        first = lab.wait_until(lambda: (r := _first_ack_after(log, t_kill + 0.05))
+                               and r["node"] != primary and r, 60,
+                               "a write acknowledged by another host")
+    finally:
+        lab.stop_writer()
+        _patch_dcs_config(lab, {"primary_start_timeout": 300})
+    took = first["t"] + first["dt"] - t_kill
+    new = first["node"]
+    # nothing was acknowledged by the old primary after the kill
+    assert not [r for r in _acked(log) if r["t"] > t_kill and r["node"] == primary]
+    # the old primary comes back as a replica of the new one
+    lab.wait_until(lambda: primary in lab.streaming(new), 90, f"{primary} streaming from {new}")
+    print(f"\nPostgreSQL killed on {primary} with primary_start_timeout 0: {new} took writes "
+          f"through the VIP after {took:.2f} s; {primary} rejoined as a replica")
+
+
+def test_partitioned_primary_stops_writes_before_the_majority_promotes(lab: Lab) -> None:
+    old = _healthy_again(lab)
+    others = sorted(h for h in lab.db_hosts if h != old)
+    vip_log = lab.start_writer("vip")
+    local_log = lab.host_dir(old) / "local-writes.jsonl"
+    local = _start_local_writer(lab, old, local_log)
+    try:
+        lab.wait_until(lambda: len(_acked(local_log)) >= 50 and len(_acked(vip_log)) >= 50,
+                       30, "both writers acknowledged")
+        t_part = time.monotonic()
+        lab.partition(old)
+        new = lab.wait_until(lambda: lab.healthy(others), TTL + 30, "a new primary")
+        first_new = lab.wait_until(lambda: (r := _first_ack_after(vip_log, t_part))
+                                   and r["node"] == new and r, 30,
+                                   f"a write through the VIP acknowledged by {new}")
+        # the isolated host dropped the VIP itself (its namespace no longer has it)
+        assert old not in lab.vip_holders()
+    finally:
+        _stop(local)
+        lab.stop_writer()
+    local_acked = _acked(local_log)
+    last_local = max(r["t"] + r["dt"] for r in local_acked)
+    after_partition = [r for r in local_acked if r["t"] + r["dt"] > t_part]
+    # the isolated primary stopped acknowledging before the lease could expire ...
+    assert last_local < t_part + TTL
+    # ... and before the new primary acknowledged its first write: never two writable primaries
+    assert last_local < first_new["t"], (last_local, first_new)
+    gap = first_new["t"] - last_local
+    window = last_local - t_part
+    # heal: the old primary rejoins as a replica (its local writes after the partition are gone)
+    lab.heal(old)
+    lab.wait_until(lambda: old in lab.streaming(new), 120, f"{old} streaming from {new}")
+    lab.wait_until(lambda: lab.healthy() == new, 30, "one healthy cluster again")
+    print(f"\npartition of {old}: it acknowledged local writes for {window:.2f} s after the "
+          f"link went down ({len(after_partition)} writes, lost on rejoin); {new}'s first "
+          f"write through the VIP came {gap:.2f} s after the old primary's last one")
+
+
+def _start_local_writer(lab: Lab, host: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = ["ip", "netns", "exec", lab.ns(host), lab.python, "-m", "pgwarden.lab.writer",
+           "--host", lab.address(host), "--table", "lab_local", "--interval", "0.01",
+           "--log", str(log)]
+    proc, out = spawn(cmd, lab.host_dir(host) / "local-writer.out",
+                      env={"PGPASSWORD": SUPERUSER_PASSWORD})
+    out.close()
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _patch_dcs_config(lab: Lab, changes: dict[str, Any]) -> None:
+    """Change the dynamic configuration in etcd, as `patronictl edit-config` would."""
+    key = f"/service/{lab.scope}/config"
+    endpoint = f"http://{lab.address('dcs')}:2379"
+    get = lab.exec_in("dcs", ["etcdctl", "--endpoints", endpoint, "get", "--print-value-only",
+                              key], timeout=10)
+    value = json.loads(get.stdout)
+    value.update(changes)
+    put = lab.exec_in("dcs", ["etcdctl", "--endpoints", endpoint, "put", key,
+                              json.dumps(value, separators=(",", ":"))],
+                      timeout=10)
+    assert put.returncode == 0, put.stderr
