@@ -12,12 +12,17 @@ VipAction = Literal["add", "remove", "keep"]
 
 def may_hold_vip(intent_vip: bool, pg_running: bool, pg_role: str | None, now: float,
                  lease_deadline: float, safety_margin: float,
-                 paused: bool) -> tuple[bool, str]:
+                 paused: bool, restarting_in_place: bool = False) -> tuple[bool, str]:
     """(allowed, one-sentence reason).
 
     Allowed only if the supervisor's intent wants the VIP here AND PostgreSQL is a running
     primary AND `now < lease_deadline - safety_margin` (strictly: at the boundary the lease
     may already be gone from etcd's point of view, so we must not answer on the VIP).
+
+    `restarting_in_place`: the supervisor is restarting this host's crashed primary in place,
+    under the lock (intent `recover`). The VIP stays: no other host can be primary while we
+    hold the lock, and a client then gets an instant "connection refused" instead of a lost
+    SYN and a 1 s retransmission, so writes resume as soon as PostgreSQL is back.
 
     When `paused` is true the answer is (False, "paused: ...") and it means neither add nor
     remove: the VIP is left where it is (see `vip_action`). The lead decides final pause
@@ -27,13 +32,16 @@ def may_hold_vip(intent_vip: bool, pg_running: bool, pg_role: str | None, now: f
         return False, "cluster paused: the VIP is left as it is (neither added nor removed)"
     if intent_vip is not True:
         return False, "the supervisor's intent does not place the VIP on this host"
-    if pg_running is not True:
-        return False, "PostgreSQL is not running"
-    if pg_role != "primary":
-        return False, f"PostgreSQL is not a primary (role {pg_role!r})"
+    if restarting_in_place is not True:
+        if pg_running is not True:
+            return False, "PostgreSQL is not running"
+        if pg_role != "primary":
+            return False, f"PostgreSQL is not a primary (role {pg_role!r})"
     # `not (a < b)` rather than `a >= b`: a NaN anywhere must deny, never allow.
     if not now < lease_deadline - safety_margin:
         return False, "the lease is not confirmed beyond lease_deadline - safety_margin"
+    if restarting_in_place is True:
+        return True, "the primary is being restarted in place under a confirmed lease"
     return True, "running primary with a confirmed lease: the VIP belongs here"
 
 

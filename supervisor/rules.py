@@ -408,7 +408,7 @@ TRANSITIONS: tuple[Transition, ...] = (
                lambda s: i_hold_lock(s) and not s.pg.running and pg_down_too_long(s),
                "release_lock_for_failover", "replica", act_primary_start_timeout),
     Transition(("primary",), "holding the lock, PostgreSQL down",
-               lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
+               lambda s: i_hold_lock(s) and not s.pg.running,
                "restart_primary", "primary", act_restart_crashed_primary),
     Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,

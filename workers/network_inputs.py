@@ -64,8 +64,13 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     intent_vip = isinstance(intent, dict) and intent.get("vip") is True
     deadline_raw = lease.data.get("lease_deadline")
     deadline = float(deadline_raw) if _number(deadline_raw) else 0.0
+    pg_intent = intent.get("pg") if isinstance(intent, dict) else None
+    restarting = (isinstance(pg_intent, dict) and pg_intent.get("recover") is True
+                  and pg_intent.get("role") == "primary"
+                  and pg.data.get("state") in ("crashed", "starting", "running"))
     allowed, reason = may_hold_vip(intent_vip, pg.data.get("running") is True,
-                                   pg.data.get("role"), now, deadline, margin, paused)
+                                   pg.data.get("role"), now, deadline, margin, paused,
+                                   restarting_in_place=restarting)
     if allowed and lease.data.get("holds_leader") is not True:
         allowed, reason = False, "the lease worker does not confirm that we hold the leader key"
     return Verdict(allowed, paused, reason, deadline - margin, margin)

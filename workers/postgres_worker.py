@@ -475,6 +475,7 @@ class PostgresWorker:
             self.last_pub = data
             self.ctx.publish(data)
             self.ctx.wakeups.poke("lease")  # the member key mirrors this section
+            self.ctx.wakeups.poke("network")  # the VIP rule reads it
         else:
             self.ctx.shm.beat("postgres")
 

@@ -153,3 +153,14 @@ def test_stale_after_and_period() -> None:
     assert period(5.0) == 0.2
     assert period(0.4) == pytest.approx(0.1)
     assert period(0.0) == 0.02
+
+
+def test_a_primary_restarted_in_place_keeps_the_vip_under_a_confirmed_lease() -> None:
+    now = 1000.0
+    ok, why = may_hold_vip(True, False, None, now, now + 10, 3, False, restarting_in_place=True)
+    assert ok and "restarted in place" in why
+    # the lease rule still applies, and so does the intent
+    assert not may_hold_vip(True, False, None, now, now + 3, 3, False,
+                            restarting_in_place=True)[0]
+    assert not may_hold_vip(False, False, None, now, now + 10, 3, False,
+                            restarting_in_place=True)[0]

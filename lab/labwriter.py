@@ -1,0 +1,53 @@
+"""Starting and stopping lab/writer.py in the client namespace (one writer at a time)."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Sequence
+
+from pgwarden.lab import netns
+from pgwarden.lab.common import SUPERUSER_PASSWORD, alive, spawn
+from pgwarden.lab.labcore import LabCore
+from pgwarden.lab.labstate import LabError
+
+
+class LabWriterControl(LabCore):
+    def start_writer(self, target: str = "vip", log: str | Path | None = None,
+                     duration: float | None = None, table: str = "lab_writes",
+                     interval: float = 0.01, extra: Sequence[str] = ()) -> Path:
+        """Start lab/writer.py in the client namespace against `target`; returns its log."""
+        with self._locked():
+            if self.pid_of("client", "writer") is not None:
+                raise LabError("a writer already runs: stop it first")
+            d = self.host_dir("client")
+            log_path = Path(log) if log else d / f"writes-{time.strftime('%H%M%S')}.jsonl"
+            cmd = ["ip", "netns", "exec", self.ns("client"), self.python, "-m",
+                   "pgwarden.lab.writer", "--host", self.address(target), "--table", table,
+                   "--interval", str(interval), "--log", str(log_path), *extra]
+            if duration:
+                cmd += ["--duration", str(duration)]
+            proc, logf = spawn(cmd, d / "writer.out", cwd=d, env={"PGPASSWORD": SUPERUSER_PASSWORD})
+            logf.close()
+            self._children.append(proc)
+            self._record("client", "writer", proc.pid)
+            self.state["writer"] = {"log": str(log_path), "target": target, "pid": proc.pid}
+        return log_path
+
+    def stop_writer(self, timeout: float = 10.0) -> Path | None:
+        """SIGTERM the writer and wait for it; returns its log path."""
+        with self._locked():
+            pid = self.pid_of("client", "writer")
+            w = self.state.get("writer") or {}
+            if pid is not None:
+                netns.signal_pids([pid], signal.SIGTERM, self.ns("client"))
+                end = time.monotonic() + timeout
+                while alive(pid) and time.monotonic() < end:
+                    self._reap()
+                    time.sleep(0.05)
+                if alive(pid):
+                    netns.signal_pids([pid], signal.SIGKILL, self.ns("client"))
+            self._reap()
+            self.state["procs"].get("client", {}).pop("writer", None)
+            self.state["writer"] = None
+        return Path(w["log"]) if w.get("log") else None
