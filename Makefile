@@ -2,6 +2,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# Real Patroni, only for its patronictl (the compat test drives our cluster with it). A venv of
+# its own so Patroni's dependencies never mix with the project's. patronictl imports
+# psycopg at startup (even for `list`), hence the psycopg3 extra next to etcd3.
+PATRONI_VENV := .venv-patroni
+PATRONI_PIN := patroni[etcd3,psycopg3]==4.1.5
 # What the suite and the demo run for real: PostgreSQL 15, etcd, network namespaces.
 DEB_PKGS := postgresql-15 postgresql-contrib-15 etcd-server etcd-client python3-venv \
             iproute2 procps
@@ -29,7 +34,14 @@ $(VENV)/.installed: pyproject.toml | deps
 
 venv: $(VENV)/.installed
 
-test: venv
+# Re-run when the Makefile (and so the pin) changes; pip makes that a no-op if unchanged.
+$(PATRONI_VENV)/.installed: Makefile | deps
+	@test -x $(PATRONI_VENV)/bin/python || /usr/bin/python3 -m venv $(PATRONI_VENV)
+	$(PATRONI_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PATRONI_VENV)/bin/python -m pip install -q '$(PATRONI_PIN)'
+	@touch $@
+
+test: venv $(PATRONI_VENV)/.installed
 	$(PY) -m pytest -v -ra --durations=15 -p no:cacheprovider $(PYTEST_ARGS) tests
 
 unit: venv

@@ -1,6 +1,6 @@
-"""`python -m pgwarden.lab VERB ...`: the network-namespace lab (see netlab.py)."""
+"""`python -m pgwarden.lab VERB ...`: the network-namespace lab (see cli.py)."""
 import sys
 
-from pgwarden.lab.netlab import main
+from pgwarden.lab.cli import main
 
 sys.exit(main())

@@ -12,67 +12,15 @@ import sys
 import time
 from typing import Callable
 
-from pgwarden.lab import netns
+from pgwarden.lab import benchcli, netns
+from pgwarden.lab.cli_args import parser
+from pgwarden.lab.demo import run_demo
 from pgwarden.lab.lab import Lab
-from pgwarden.lab.labstate import WHATS, LabError, find_labs, prefix_of
-
-
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--prefix", help="the lab's prefix (default for up: random pgwlXXXX; "
-                        "other verbs: the only lab present)")
-    common.add_argument("--lab-dir", help="the lab directory (default /tmp/pgwarden-lab-PREFIX)")
-    p = argparse.ArgumentParser(prog="pgwarden-lab", description="pgwarden's network-namespace "
-                                "lab: N database hosts, etcd and a client, each in its own "
-                                "namespace, behind one bridge.")
-    sub = p.add_subparsers(dest="verb", required=True)
-    up = sub.add_parser("up", parents=[common], help="build the lab and start the cluster")
-    up.add_argument("--hosts", type=int, default=3)
-    up.add_argument("--scope", default="lab")
-    up.add_argument("--ttl", type=int, default=10)
-    up.add_argument("--loop-wait", type=int, default=2)
-    up.add_argument("--retry-timeout", type=int, default=3)
-    up.add_argument("--primary-start-timeout", type=int, default=None)
-    up.add_argument("--watchdog", choices=("off", "automatic", "required"), default="automatic")
-    up.add_argument("--safety-margin", type=int, default=5)
-    up.add_argument("--watchdog-timeout", type=int, default=None,
-                    help="the emulator's timeout (default ttl - safety_margin)")
-    up.add_argument("--sync", action="store_true",
-                    help="synchronous_standby_names = 'ANY 1 (n1, ..., nN)'")
-    up.add_argument("--no-wait", action="store_true", help="do not wait for the cluster")
-    up.add_argument("--timeout", type=float, default=120.0, help="how long to wait (s)")
-    up.add_argument("--keep", action="store_true", help="keep a lab that failed to come up")
-    st = sub.add_parser("status", parents=[common], help="per host: agent, role, VIP, lag")
-    st.add_argument("--json", action="store_true")
-    for verb, helptext in (("crash", "power cut: SIGKILL everything, port down"),
-                           ("restart", "boot a crashed host: network, emulator, agent"),
-                           ("partition", "set the host's bridge port down"),
-                           ("heal", "set the host's bridge port up")):
-        v = sub.add_parser(verb, parents=[common], help=helptext)
-        v.add_argument("host")
-    for verb in ("freeze", "thaw"):
-        v = sub.add_parser(verb, parents=[common], help=f"{'SIGSTOP' if verb == 'freeze' else 'SIGCONT'}"
-                           " the agent, PostgreSQL, or everything")
-        v.add_argument("host")
-        v.add_argument("--what", choices=WHATS, default="all" if verb == "freeze" else None)
-    sub.add_parser("down", parents=[common], help="stop everything, delete namespaces and files")
-    ex = sub.add_parser("exec", parents=[common], help="run a command in a host's namespace")
-    ex.add_argument("host")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER)
-    sq = sub.add_parser("sql", parents=[common], help="run SQL on a host or the VIP")
-    sq.add_argument("target")
-    sq.add_argument("query")
-    wr = sub.add_parser("writer", parents=[common], help="start/stop the client writer")
-    wr.add_argument("action", choices=("start", "stop"))
-    wr.add_argument("--target", default="vip")
-    wr.add_argument("--duration", type=float, default=None)
-    wr.add_argument("--log", default=None)
-    sub.add_parser("list", help="labs present on this machine")
-    return p
+from pgwarden.lab.labstate import LabError, find_labs, prefix_of
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr if msg.startswith("warning") else sys.stdout, flush=True)
@@ -82,9 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     except (LabError, netns.NetnsError, TimeoutError) as e:
         print(f"pgwarden-lab {args.verb}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"pgwarden-lab {args.verb}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    if args.verb == "demo":
+        return run_demo(say, prefix=args.prefix, ttl=args.ttl, loop_wait=args.loop_wait,
+                        retry_timeout=args.retry_timeout, safety_margin=args.safety_margin,
+                        watchdog=args.watchdog)
+    if args.verb == "bench":
+        return benchcli.run(args, say)
     if args.verb == "list":
         dirs = find_labs()
         spaces = netns.list_namespaces()

@@ -5,6 +5,7 @@ which is read off each host's eth0 (the truth the neighbour tables will follow).
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Sequence
 
 from pgwarden.lab import netns
@@ -52,6 +53,36 @@ class LabObserve(LabAccess):
     def vip_holder(self) -> str | None:
         holders = self.vip_holders()
         return holders[0] if len(holders) == 1 else None
+
+    def mac_of(self, host: str, dev: str = "eth0") -> str | None:
+        """The hardware address of a host's interface."""
+        out = netns.ip("-j", "link", "show", "dev", dev, ns=self.ns(host), check=False)
+        try:
+            data = json.loads(out.stdout) if out.returncode == 0 else []
+        except ValueError:
+            return None
+        return str(data[0]["address"]) if data and data[0].get("address") else None
+
+    def neighbour(self, address: str, via: str = "client") -> tuple[str | None, str | None]:
+        """(MAC, NUD state) of `via`'s neighbour entry for `address` ((None, None): none).
+        After a failover the client's entry for the VIP must name the new holder's MAC."""
+        out = netns.ip("-j", "-4", "neigh", "show", address, "dev", "eth0", ns=self.ns(via),
+                       check=False)
+        try:
+            data = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else []
+        except ValueError:
+            return None, None
+        if not data:
+            return None, None
+        state = data[0].get("state")
+        return data[0].get("lladdr"), ",".join(state) if isinstance(state, list) else state
+
+    def timeline(self, host: str) -> int | None:
+        """The timeline a host's PostgreSQL runs on, per /patroni."""
+        status, body = self.api_get(host, "/patroni", timeout=1.0)
+        if status and isinstance(body, dict) and body.get("timeline") is not None:
+            return int(body["timeline"])
+        return None
 
     def streaming(self, primary: str) -> list[str]:
         """Names (application_name) streaming from `primary`, per pg_stat_replication."""

@@ -1,0 +1,50 @@
+"""`pgwarden-lab bench KIND`: build a fresh lab, run the benchmark on it, print the table,
+write the JSON, and tear the lab down whatever happens."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pgwarden.lab import bench, stability
+from pgwarden.lab.interrupt import interruptible, shielded
+from pgwarden.lab.lab import Lab
+from pgwarden.lab.labstate import random_prefix
+
+Say = Callable[[str], None]
+
+
+def run(args: argparse.Namespace, say: Say) -> int:
+    prefix = args.prefix or "pgwb" + random_prefix()[4:]
+    # A scope of its own: agents' shared memory is named by scope and host only.
+    lab = Lab(prefix, hosts=args.hosts, scope=f"bench{prefix}", ttl=args.ttl,
+              loop_wait=args.loop_wait, retry_timeout=args.retry_timeout,
+              primary_start_timeout=args.primary_start_timeout, watchdog=args.watchdog,
+              safety_margin=args.safety_margin, log=say)
+    result: dict[str, Any] | None = None
+    try:
+        with interruptible():
+            t = time.monotonic()
+            lab.up(wait=180)
+            say(f"lab {prefix} up in {time.monotonic() - t:.1f} s (ttl {args.ttl}, loop_wait "
+                f"{args.loop_wait}, retry_timeout {args.retry_timeout}, safety_margin "
+                f"{args.safety_margin}, watchdog {lab.state['watchdog_mode']})")
+            if args.kind == "stability":
+                result = stability.stability(lab, args.idle, args.load, say,
+                                             clients=args.clients, scale=args.scale)
+                lines = stability.report_lines(result)
+            else:
+                result = bench.run_bench(lab, args.kind, args.runs, say)
+                lines = bench.report_lines(result)
+    finally:
+        with shielded():
+            lab.down()
+    assert result is not None
+    for line in lines:
+        say(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        say(f"results written to {args.json}")
+    return 0 if args.kind != "stability" or result["stable"] else 3
