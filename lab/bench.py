@@ -38,7 +38,8 @@ from pgwarden.lab.labstate import LabError
 
 Say = Callable[[str], None]
 
-WARMUP_ACKS = 50  # writes acknowledged before a fault: the writer is connected and steady
+WARMUP_ACKS = 200  # writes acknowledged before a fault (2 s): the writer is steady, and the
+# missing-writes check has rows to check
 AFTER_ACKS = 20  # writes acknowledged after recovery before the writer stops
 POLL = 0.02  # seconds between observations while waiting for the recovery
 

@@ -8,6 +8,7 @@ time since the start; exit status 1 when a step fails.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable
 
@@ -102,9 +103,14 @@ class Demo:
         self.step(f"{old} boots again: its agent finds a leader ({new}) and rejoins as a replica")
         t = time.monotonic()
         settle(lab)
+        took = time.monotonic() - t
         how = self._rejoin_method(old)
-        self.step(f"{old} streams from {new} {time.monotonic() - t:.1f} s after the boot "
-                  f"({how}); timeline {lab.timeline(new)} on every host: "
+        # /patroni's timeline comes from a status sample taken once a second: let it catch up.
+        tl = lab.timeline(new)
+        with contextlib.suppress(TimeoutError):
+            lab.wait_until(lambda: all(lab.timeline(h) == tl for h in lab.db_hosts), 10,
+                           "every host on the new timeline")
+        self.step(f"{old} streams from {new} {took:.1f} s after the boot ({how}); timelines: "
                   + ", ".join(f"{h} {lab.timeline(h)}" for h in lab.db_hosts))
 
     def _check_data(self, records: list[dict[str, Any]], old: str, new: str, t_sync: float,
@@ -119,8 +125,9 @@ class Demo:
             raise LabError(f"acknowledged rows missing on {new}: {len(lost_before)} written "
                            f"before the crash ({lost_before[:10]}), {len(lost_after)} after "
                            f"({lost_after[:10]})")
-        extra = (f"; of {len(window)} acknowledged in the {t_crash - t_sync:.2f} s before the "
-                 f"cut, {len(lost_window)} missing (asynchronous replication)" if window else "")
+        extra = (f"; {len(window)} more were acknowledged in the last {t_crash - t_sync:.2f} s "
+                 f"before the cut, {len(lost_window)} of them missing (replication is "
+                 "asynchronous: those could be lost)" if window else "")
         self.step(f"data intact: all {len(before)} rows written by {old} before the crash and "
                   f"all {len(after)} written by {new} after it are on {new}{extra}")
 
@@ -129,7 +136,8 @@ class Demo:
         boot = max((i for i, line in enumerate(log) if line.startswith("--- start")), default=0)
         for line in log[boot:]:
             if "pg_rewind from" in line:
-                return "rejoined through pg_rewind: " + line.split("pg_rewind from", 1)[1].strip()
+                leader, _, outcome = line.split("pg_rewind from", 1)[1].strip().partition(": ")
+                return f"rejoined through pg_rewind from {leader}: {outcome!r}"
             if "pg_rewind failed" in line or "basebackup: starting" in line:
                 return "pg_rewind was not possible: rejoined through a fresh basebackup"
         return "no rewind was needed"

@@ -20,6 +20,7 @@ from pgwarden.core.errors import DCSError
 from pgwarden.core.timing import renew_interval
 from pgwarden.dcs.base import DCS
 from pgwarden.dcs.model import ClusterView, cluster_prefix
+from pgwarden.postgres.timeline_history import history_key_value
 from pgwarden.workers.context import WorkerContext
 from pgwarden.workers.member_data import member_data
 
@@ -55,6 +56,7 @@ class LeaseWorker:
         self.last_member: dict[str, Any] | None = None
         self.member_lease = 0
         self.last_status: dict[str, Any] | None = None
+        self.last_history: list[Any] | None = None
         self.status_at = 0.0
         self.last_published: dict[str, Any] | None = None
         self.watching = False
@@ -116,6 +118,7 @@ class LeaseWorker:
                 self.run_ops()
                 self.touch_member()
                 self.write_status()
+                self.write_history()
                 self.connected = True
                 self.last_error = None
             except DCSError as e:
@@ -258,6 +261,23 @@ class LeaseWorker:
         if status != self.last_status and mono() - self.status_at >= 1.0:
             self.dcs.set_status(status)
             self.last_status, self.status_at = status, mono()
+
+    def write_history(self) -> None:
+        """After a promotion the new leader records it in `history` (patronictl history,
+        GET /history), from its timeline's .history file."""
+        if not self.holds or self.view is None:
+            return
+        pg = self.ctx.shm.read("postgres").data
+        th = pg.get("timeline_history")
+        if pg.get("role") != "primary" or not isinstance(th, dict):
+            return
+        previous = self.view.history.value if isinstance(self.view.history.value, list) else []
+        keep = self._dynamic().get("raw", {}).get("max_timelines_history")
+        value = history_key_value(previous, th, self.name,
+                                  keep if isinstance(keep, int) and keep > 0 else None)
+        if value != previous and value != self.last_history:
+            self.dcs.set_history(value)
+            self.last_history = value
 
     def publish(self, force: bool = False) -> None:
         data = {

@@ -29,6 +29,7 @@ from pgwarden.postgres.promote import promote
 from pgwarden.postgres.rewind import cluster_state, PRIMARY_STATES, rewind
 from pgwarden.postgres.query import ConnParams, Session
 from pgwarden.postgres.slots import slot_name, sync_slots
+from pgwarden.postgres.timeline_history import read_history
 from pgwarden.postgres.status import sample
 from pgwarden.workers.context import WorkerContext
 
@@ -66,6 +67,7 @@ class PostgresWorker:
         self.expect_exit = False  # we asked the postmaster to stop
         self.crashed_as_primary = False  # restart only when the supervisor says `recover`
         self.need_checkpoint = False
+        self._history_cache: tuple[int | None, dict[str, Any] | None] = (None, None)
         self.control_state: str | None = None  # pg_control's cluster state, while stopped
         self.sampled_at = 0.0
         self.epoch_done = 0
@@ -444,6 +446,15 @@ class PostgresWorker:
 
     # -- reporting --------------------------------------------------------------------
 
+    def _timeline_history(self, st: dict[str, Any]) -> dict[str, Any] | None:
+        """The current timeline's history file (a primary after a promotion), read once."""
+        tl = st.get("timeline")
+        if st.get("role") != "primary" or not isinstance(tl, int) or tl <= 1:
+            return None
+        if self._history_cache[0] != tl:
+            self._history_cache = (tl, read_history(self.cfg.data_dir, tl))
+        return self._history_cache[1]
+
     def publish(self) -> None:
         st = self.status
         # "running" means: the postmaster lives AND answered the last sample, so its role
@@ -470,6 +481,7 @@ class PostgresWorker:
             "sampled_at": self.sampled_at,
             "epoch_done": self.epoch_done,
             "pending_restart": False,
+            "timeline_history": self._timeline_history(st),
         }
         if data != self.last_pub:
             self.last_pub = data

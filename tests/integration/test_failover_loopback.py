@@ -131,10 +131,29 @@ def test_node_crash_fails_over_and_the_node_rejoins_with_rewind(make_cluster) ->
     c.start(primary)
     c.wait_until(lambda: sorted(_streaming(c, new)) == sorted([third, primary]), 120,
                  "the old primary streaming again")
-    assert _healthy(c, names) == new
+    c.wait_until(lambda: _healthy(c, names) == new, 30, "every member healthy again")
     assert _sql(c, primary, "SELECT count(*) FROM acked") == [(100,)]
     assert "pg_rewind from" in c.nodes[primary].log_text()
+    # the promotion is recorded in Patroni's `history` key: [tl, lsn, reason, time, leader]
+    history = c.wait_until(lambda: _get_key(c, "history"), 30, "the history key")
+    assert history[-1][0] == 1 and history[-1][4] == new and isinstance(history[-1][1], int)
     print(f"\nnode crash -> {new} primary after {took:.2f} s (ttl {c.ttl})")
+
+
+def _get_key(c: LoopbackCluster, key: str) -> object:
+    import json
+
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+    import etcd3
+
+    assert c.etcd is not None
+    host, port = c.etcd.endpoint.rsplit(":", 1)
+    client = etcd3.client(host=host, port=int(port), timeout=5)
+    try:
+        raw, _ = client.get(f"/service/{c.scope}/{key}")
+        return json.loads(raw) if raw else None
+    finally:
+        client.close()
 
 
 def _set_dynamic(c: LoopbackCluster, changes: dict) -> None:
