@@ -7,6 +7,7 @@ the intent changed. The loop wakes on any worker's poke, on a signal, or after o
 from __future__ import annotations
 
 import importlib
+import os
 import logging
 import signal
 from typing import Any, Callable
@@ -65,7 +66,9 @@ class Agent:
     def __init__(self, cfg: Config, shm_file: str | None = None,
                  intensity: int = 5, period: float = 60.0) -> None:
         self.cfg = cfg
-        self.shm = SharedState.create(shm_file or shm_path(cfg.scope, cfg.name))
+        path = shm_file or shm_path(cfg.scope, cfg.name)
+        refuse_if_running(path, cfg)
+        self.shm = SharedState.create(path)
         self.wakeups = Wakeups()
         self.tree = ProcessTree(intensity=intensity, period=period)
         self.memory = Memory(since=mono())
@@ -283,6 +286,34 @@ class Agent:
         })
         if changed:
             self.wakeups.poke_all(except_="supervisor")
+
+
+class AlreadyRunning(Exception):
+    """Another agent of the same scope and name runs on this host."""
+
+
+def refuse_if_running(path: str, cfg: Config) -> None:
+    """Two agents for one member would fight over PostgreSQL and the leader key: refuse to
+    start while the supervisor recorded in an existing block is alive."""
+    if not os.path.exists(path):
+        return
+    try:
+        old = SharedState.attach(path)
+    except OSError:
+        return
+    try:
+        pid = old.read("supervisor").pid
+    finally:
+        old.close(unlink=False)
+    if pid and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        raise AlreadyRunning(f"another pgwarden agent (pid {pid}) already runs for member "
+                             f"{cfg.name} of scope {cfg.scope}: stop it first")
 
 
 def _leader_conn(cluster: ClusterView | None, leader: str | None) -> dict[str, Any] | None:

@@ -46,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                         format=f"%(asctime)s %(levelname)s {cfg.name} %(name)s: %(message)s",
                         stream=sys.stderr)
-    from pgwarden.supervisor.agent import Agent
+    from pgwarden.supervisor.agent import Agent, AlreadyRunning
 
     try:
         agent = Agent(cfg)
+    except AlreadyRunning as e:
+        print(f"pgwarden: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"pgwarden: cannot create the shared state: {e}", file=sys.stderr)
         return 1

@@ -156,6 +156,15 @@ def test_worker_killed_is_restarted_and_the_cluster_keeps_its_primary(
     assert "restarted worker postgres" in node.log_text()
 
 
+def test_a_second_agent_for_the_same_member_refuses_to_start(cluster: LoopbackCluster) -> None:
+    node = cluster.nodes["n1"]
+    out = subprocess.run([sys.executable, "-m", "pgwarden.supervisor.main",
+                          str(node.config_path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "already runs for member n1" in out.stderr
+    assert _healthy(cluster) is not None  # the running agent was not disturbed
+
+
 def test_sigterm_on_the_primary_hands_over_and_leaves_nothing(cluster: LoopbackCluster) -> None:
     primary = _healthy(cluster)
     assert primary is not None

@@ -151,6 +151,9 @@ def test_crash_of_the_primary_elects_a_new_one_without_losing_rows(lab: Lab) -> 
         third = [h for h in others if h != new][0]
         lab.wait_until(lambda: lab.streaming(new) == [third], 60, f"{third} streaming from {new}")
         lab.wait_until(lambda: lab.vip_holders() == [new], 10, f"the VIP on {new}")
+        # the gratuitous ARP moved the client's neighbour entry for the VIP to the new host
+        lab.wait_until(lambda: _neighbour_mac(lab, "client", lab.address("vip"))
+                       == _mac(lab, new), 10, f"the client's neighbour entry -> {new}'s MAC")
         lab.wait_until(lambda: any(r["node"] == new for r in _acked(log)), 30,
                        f"the writer acked by {new} through the VIP")
     finally:
@@ -173,6 +176,17 @@ def test_crash_of_the_primary_elects_a_new_one_without_losing_rows(lab: Lab) -> 
           f"{len(window)} rows acked in the last {t_cut - t_sync:.2f} s lost (async); "
           + ", ".join(f"{o} {sum(r['outcome'] == o for r in records)}"
                       for o in ("acked", "failed", "unknown")))
+
+
+def _mac(lab: Lab, host: str) -> str:
+    out = lab.exec_in(host, ["ip", "-j", "link", "show", "eth0"])
+    return str(json.loads(out.stdout)[0]["address"]).lower()
+
+
+def _neighbour_mac(lab: Lab, host: str, address: str) -> str | None:
+    out = lab.exec_in(host, ["ip", "-j", "neigh", "show", address])
+    entries = json.loads(out.stdout or "[]")
+    return str(entries[0]["lladdr"]).lower() if entries and "lladdr" in entries[0] else None
 
 
 def test_restart_of_the_crashed_host_rejoins_as_a_streaming_replica(lab: Lab) -> None:
