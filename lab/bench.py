@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ from pgwarden.lab.benchstats import (
     outcome_counts,
     summary,
     table,
+    takeover_steps,
 )
 from pgwarden.lab.lab import Lab
 from pgwarden.lab.labstate import LabError
@@ -47,6 +49,9 @@ POLL = 0.02  # seconds between observations while waiting for the recovery
 FAILOVER_ROWS = (("crash_to_write", "crash -> first write through the VIP", "s"),
                  ("crash_to_api", "crash -> new primary 200 on /primary", "s"),
                  ("crash_to_vip", "crash -> VIP on the new primary", "s"),
+                 ("log_leader_gone", "  new primary's log: leader key gone", "s"),
+                 ("log_lock_taken", "  new primary's log: leader key taken", "s"),
+                 ("log_vip_held", "  new primary's log: VIP added", "s"),
                  ("missing", "acknowledged writes missing", "n"),
                  ("rejoin", "restart -> old host streaming again", "s"))
 PG_CRASH_ROWS = (("crash_to_write", "postmaster killed -> first write", "s"),
@@ -63,9 +68,24 @@ def settle(lab: Lab, timeout: float = 120.0) -> str:
     return p
 
 
-def _start_writer(lab: Lab, name: str) -> tuple[Path, LogTail]:
+@dataclass(frozen=True)
+class Client:
+    """The writer's own timeouts. They bound what the benchmark can see: a statement in
+    flight to a dead primary is given up after `statement_timeout`, and a connection attempt
+    whose SYN went to the old MAC after `connect_timeout`, so the figures come in steps of
+    these (the kernel's first SYN retransmission is also 1 s away)."""
+
+    connect_timeout: float = 1.0
+    statement_timeout: float = 2.0
+
+    def args(self) -> list[str]:
+        return ["--connect-timeout", f"{self.connect_timeout:g}",
+                "--statement-timeout", f"{self.statement_timeout:g}"]
+
+
+def _start_writer(lab: Lab, name: str, client: Client) -> tuple[Path, LogTail]:
     log = lab.host_dir("client") / f"{name}.jsonl"
-    lab.start_writer("vip", log)
+    lab.start_writer("vip", log, extra=client.args())
     tail = LogTail(log)
     return log, tail
 
@@ -86,16 +106,16 @@ def _check_rows(lab: Lab, primary: str, tail: LogTail) -> tuple[int, list[tuple[
     return len(acked), missing(acked, rows)
 
 
-def failover_run(lab: Lab, n: int, say: Say) -> dict[str, Any]:
+def failover_run(lab: Lab, n: int, client: Client) -> dict[str, Any]:
     """Power cut of the primary's host; the host is restarted and rejoins afterwards."""
     old = settle(lab)
     others = [h for h in lab.live_db_hosts() if h != old]
     ttl = float(lab.options["ttl"])
-    _, tail = _start_writer(lab, f"bench-failover-{n}")
+    _, tail = _start_writer(lab, f"bench-failover-{n}", client)
     res: dict[str, Any] = {"run": n, "old": old}
     try:
         _wait_acks(lab, tail, WARMUP_ACKS, 0.0, old, 30, f"{WARMUP_ACKS} writes through the VIP")
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         lab.crash(old)
         res["crash_took"] = time.monotonic() - t0
         api_at = vip_at = None
@@ -123,6 +143,10 @@ def failover_run(lab: Lab, n: int, say: Say) -> dict[str, Any]:
     finally:
         lab.stop_writer()
     new = str(res["new"])
+    # Where the time went, from the new primary's log (wall clock, millisecond lines).
+    res["steps"] = takeover_steps(lab.log_path(new).read_text(errors="replace").splitlines(),
+                                  wall0)
+    res.update({f"log_{k}": v for k, v in res["steps"].items()})
     res["acked"], lost = _check_rows(lab, new, tail)
     res["missing"], res["missing_rows"] = len(lost), lost[:20]
     res.update(outcome_counts(tail.records))
@@ -134,10 +158,10 @@ def failover_run(lab: Lab, n: int, say: Say) -> dict[str, Any]:
     return res
 
 
-def pg_crash_run(lab: Lab, n: int, say: Say) -> dict[str, Any]:
+def pg_crash_run(lab: Lab, n: int, client: Client) -> dict[str, Any]:
     """SIGKILL of the primary's postmaster only (the agent lives and restarts it)."""
     p = settle(lab)
-    _, tail = _start_writer(lab, f"bench-pg-crash-{n}")
+    _, tail = _start_writer(lab, f"bench-pg-crash-{n}", client)
     res: dict[str, Any] = {"run": n, "old": p}
     try:
         _wait_acks(lab, tail, WARMUP_ACKS, 0.0, p, 30, f"{WARMUP_ACKS} writes through the VIP")
@@ -166,7 +190,8 @@ def pg_crash_run(lab: Lab, n: int, say: Say) -> dict[str, Any]:
     return res
 
 
-KINDS: dict[str, tuple[Callable[[Lab, int, Say], dict[str, Any]], tuple[tuple[str, str, str], ...]]] = {
+KINDS: dict[str, tuple[Callable[[Lab, int, Client], dict[str, Any]],
+                       tuple[tuple[str, str, str], ...]]] = {
     "failover": (failover_run, FAILOVER_ROWS),
     "pg-crash": (pg_crash_run, PG_CRASH_ROWS),
 }
@@ -180,15 +205,16 @@ def settings(lab: Lab) -> dict[str, Any]:
         "watchdog": lab.state["watchdog_mode"], "hosts": len(lab.db_hosts)}
 
 
-def run_bench(lab: Lab, kind: str, runs: int, say: Say) -> dict[str, Any]:
+def run_bench(lab: Lab, kind: str, runs: int, say: Say,
+              client: Client = Client()) -> dict[str, Any]:
     """`runs` runs of `kind` on a lab that is up; the per-run results and the summary."""
     run_one, rows = KINDS[kind]
     results = []
     for n in range(1, runs + 1):
-        r = run_one(lab, n, say)
+        r = run_one(lab, n, client)
         results.append(r)
         say(_run_line(kind, r))
-    return {"kind": kind, "settings": settings(lab), "runs": results,
+    return {"kind": kind, "settings": settings(lab) | {"client": asdict(client)}, "runs": results,
             "summary": {key: summary([r.get(key) for r in results]) for key, _, _ in rows},
             "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
@@ -196,9 +222,11 @@ def run_bench(lab: Lab, kind: str, runs: int, say: Say) -> dict[str, Any]:
 def report_lines(result: dict[str, Any]) -> list[str]:
     s = result["settings"]
     _, rows = KINDS[result["kind"]]
+    c = s["client"]
     head = (f"bench {result['kind']}: {len(result['runs'])} runs, ttl {s['ttl']}, loop_wait "
             f"{s['loop_wait']}, retry_timeout {s['retry_timeout']}, safety_margin "
-            f"{s['safety_margin']}, watchdog {s['watchdog']}")
+            f"{s['safety_margin']}, watchdog {s['watchdog']}; writer timeouts: connect "
+            f"{c['connect_timeout']:g} s, statement {c['statement_timeout']:g} s")
     return [head] + table([(label, result["summary"][key], unit) for key, label, unit in rows])
 
 
@@ -208,11 +236,19 @@ def _run_line(kind: str, r: dict[str, Any]) -> str:
         return (f"run {r['run']}: {r['old']} crashed; {r['new']} primary (API) after "
                 f"{r['crash_to_api']:.2f} s, VIP after {vip}, first write after "
                 f"{r['crash_to_write']:.2f} s; {r['missing']} of {r['acked']} acknowledged "
-                f"writes missing; {r['old']} streaming again {r['rejoin']:.1f} s after restart")
+                f"writes missing; {r['old']} streaming again {r['rejoin']:.1f} s after restart"
+                f"\n       {new_side(r.get('steps') or {})}")
     return (f"run {r['run']}: postmaster of {r['old']} killed; first write after "
             f"{r['crash_to_write']:.2f} s on {r['new']} "
             f"({'in place' if r['in_place'] else 'failover'}); {r['missing']} of {r['acked']} "
             "acknowledged writes missing")
+
+
+def new_side(steps: dict[str, float]) -> str:
+    """The new primary's takeover as logged, in seconds after the crash."""
+    names = {"leader_gone": "leader gone", "lock_taken": "lock taken",
+             "promote_start": "promote", "promoted": "promoted", "vip_held": "VIP held"}
+    return "new primary's log: " + ", ".join(f"{names[k]} {v:.2f}" for k, v in steps.items())
 
 
 def _commit() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,9 @@ def run(args: argparse.Namespace, say: Say) -> int:
               primary_start_timeout=args.primary_start_timeout, watchdog=args.watchdog,
               safety_margin=args.safety_margin, log=say)
     result: dict[str, Any] | None = None
+    # The lab dir goes with the lab: keep what explains the figures (agent, etcd, watchdog,
+    # writer and pgbench logs) next to the JSON.
+    logs = Path(args.logs) if args.logs else (Path(args.json + ".logs") if args.json else None)
     try:
         with interruptible():
             t = time.monotonic()
@@ -36,10 +40,13 @@ def run(args: argparse.Namespace, say: Say) -> int:
                                              clients=args.clients, scale=args.scale)
                 lines = stability.report_lines(result)
             else:
-                result = bench.run_bench(lab, args.kind, args.runs, say)
+                client = bench.Client(args.connect_timeout, args.statement_timeout)
+                result = bench.run_bench(lab, args.kind, args.runs, say, client)
                 lines = bench.report_lines(result)
     finally:
         with shielded():
+            if logs is not None:
+                save_logs(lab, logs)
             lab.down()
     assert result is not None
     for line in lines:
@@ -48,3 +55,16 @@ def run(args: argparse.Namespace, say: Say) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         say(f"results written to {args.json}")
     return 0 if args.kind != "stability" or result["stable"] else 3
+
+
+def save_logs(lab: Lab, dest: Path) -> None:
+    """Copy the lab's logs (not the data directories) to `dest`, one folder per host."""
+    for name in lab.hosts:
+        src = lab.host_dir(name)
+        if not src.is_dir():
+            continue
+        for f in src.rglob("*"):
+            if f.is_file() and (f.suffix in (".log", ".jsonl", ".out") and "data" not in f.parts):
+                target = dest / name / f.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target)

@@ -3,6 +3,7 @@ first acknowledged write after a fault, acknowledged writes missing from a table
 max, and the table printed at the end. Pure, so tests need no root."""
 from __future__ import annotations
 
+import datetime
 import json
 import statistics
 from pathlib import Path
@@ -86,6 +87,36 @@ def outcome_counts(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     for r in records:
         counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
     return counts
+
+
+# What the new primary's agent logs on its way to taking over, in order: the sentence that
+# starts each step (see supervisor/rules.py, workers/postgres_worker.py, the network worker).
+TAKEOVER_MARKERS = (("leader_gone", "the cluster has no leader"),
+                    ("lock_taken", "leader key acquired"),
+                    ("promote_start", "promote: starting"),
+                    ("promoted", "promoted in"),
+                    ("vip_held", "held: running primary"))
+
+
+def log_time(line: str) -> float | None:
+    """The wall-clock time of an agent log line ('2026-12-02 09:09:34,117 INFO ...')."""
+    try:
+        return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def takeover_steps(lines: Iterable[str], since_wall: float) -> dict[str, float]:
+    """Seconds from `since_wall` to the first line of each takeover step after it."""
+    out: dict[str, float] = {}
+    for line in lines:
+        t = log_time(line)
+        if t is None or t < since_wall:
+            continue
+        for key, text in TAKEOVER_MARKERS:
+            if key not in out and text in line:
+                out[key] = round(t - since_wall, 3)
+    return out
 
 
 def summary(values: Sequence[float | None]) -> dict[str, float | int | None]:

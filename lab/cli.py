@@ -165,8 +165,8 @@ def _verb(lab: Lab, args: argparse.Namespace, say: Callable[[str], None]) -> int
             path = lab.start_writer(args.target, args.log, args.duration)
             say(f"writer started against {args.target} ({lab.address(args.target)}), log {path}")
         else:
-            path = lab.stop_writer()
-            say(f"writer stopped{', log ' + str(path) if path else ' (none was running)'}")
+            stopped = lab.stop_writer()
+            say(f"writer stopped{', log ' + str(stopped) if stopped else ' (none was running)'}")
     return 0
 
 

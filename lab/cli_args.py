@@ -68,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     timing_options(bench)
     bench.add_argument("--primary-start-timeout", type=int, default=None)
     bench.add_argument("--json", metavar="FILE", help="write the results as JSON here")
+    bench.add_argument("--logs", metavar="DIR", help="copy the lab's logs here before the "
+                       "teardown (default: FILE.logs with --json)")
+    bench.add_argument("--connect-timeout", type=float, default=1.0,
+                       help="the writer's connection timeout (s)")
+    bench.add_argument("--statement-timeout", type=float, default=2.0,
+                       help="the writer's INSERT timeout (s)")
     bench.add_argument("--idle", type=float, default=300.0, help="stability: idle seconds")
     bench.add_argument("--load", type=float, default=300.0, help="stability: pgbench seconds")
     bench.add_argument("--clients", type=int, default=4, help="stability: pgbench clients")

@@ -9,6 +9,7 @@ time since the start; exit status 1 when a step fails.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Callable
 
@@ -32,6 +33,11 @@ def _acked(tail: LogTail, node: str | None = None) -> int:
     tail.poll()
     return sum(1 for r in tail.records
                if r["outcome"] == "acked" and (node is None or r["node"] == node))
+
+
+def _replayed(lab: Lab, host: str, lsn: str) -> bool:
+    return lab.sql(host, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn],
+                   check=False) == [[True]]
 
 
 class Demo:
@@ -70,9 +76,7 @@ class Demo:
         lsn = lab.sql(old, "SELECT pg_current_wal_lsn()::text")[0][0]
         t_sync = time.monotonic()
         for r in replicas:
-            lab.wait_until(lambda r=r: lab.sql(r, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
-                                               [lsn], check=False) == [[True]], 10,
-                           f"{r} to replay {lsn}")
+            lab.wait_until(functools.partial(_replayed, lab, r, lsn), 10, f"{r} to replay {lsn}")
         t_crash = time.monotonic()
         lab.crash(old)
         self.step(f"power cut on {old}: its network port is down and every process on it is "

@@ -30,8 +30,8 @@ def _handlers(handler: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for signum, h in old.items():
+            signal.signal(signum, h)
 
 
 def interruptible() -> contextlib.AbstractContextManager[None]:

@@ -121,7 +121,8 @@ class LabBuild(LabObserve):
         etcd.start(timeout=20)
         pid = etcd.pid
         assert pid is not None
-        self._children.append(etcd._proc)  # type: ignore[arg-type] - reaped by us while we live
+        if etcd._proc is not None:
+            self._children.append(etcd._proc)  # reaped by us while we live
         etcd.detach()
         self._record("dcs", "etcd", pid)
 

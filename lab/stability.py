@@ -1,7 +1,7 @@
 """`bench stability`: does a setting hold without faults? An idle period, then pgbench load
 through the VIP, on one lab; a writer through the VIP all along. A stable setting shows no
 change of primary, no timeline change, no "demoting"/"promoting" decision in any agent's log,
-no watchdog firing, and no failed write."""
+no watchdog firing, and no failed write. Warnings short of that are reported alongside."""
 from __future__ import annotations
 
 import os
@@ -19,10 +19,12 @@ from pgwarden.lab.labstate import LabError
 
 Say = Callable[[str], None]
 
-# What only a fault (or an unstable setting) should make an agent log: a change of leader
-# (demoting, promoting, the leader key taken or released), a lost DCS, any warning or error
-# (a worker restarted or hung, a refused watchdog feed, ...).
-ALARMS = re.compile(r"demoting|promoting|leader key|DCS is not accessible| WARNING | ERROR | CRITICAL ")
+# What an agent logs when the leadership changes: demoting, promoting, the leader key taken
+# or released. Any of these without a fault makes the setting unstable.
+CHANGES = re.compile(r"demoting|promoting|leader key")
+# Trouble short of a change (a slow or unreachable DCS, a worker restarted or hung, a refused
+# watchdog feed): reported, as the early sign of a setting too tight for this machine.
+WARNINGS = re.compile(r"DCS is not accessible| WARNING | ERROR | CRITICAL ")
 TPS_RE = re.compile(r"^tps = ([\d.]+)", re.MULTILINE)
 
 
@@ -118,12 +120,14 @@ def stability(lab: Lab, idle: float, load: float, say: Say, clients: int = 4,
     res["samples"] = watch.samples
     res["timelines_before"] = timelines
     res["timelines_after"] = {h: lab.timeline(h) for h in hosts}
-    res["alarms"] = {h: [line for line in _new_lines(p, log_at[h]) if ALARMS.search(line)]
-                     for h, p in logs.items()}
+    new_lines = {h: _new_lines(p, log_at[h]) for h, p in logs.items()}
+    res["changes"] = {h: [x for x in lines if CHANGES.search(x)] for h, lines in new_lines.items()}
+    res["warnings"] = {h: [x for x in lines if WARNINGS.search(x) and not CHANGES.search(x)]
+                       for h, lines in new_lines.items()}
     res["watchdog_fired"] = {h: [line for line in _new_lines(p, dog_at[h]) if '"fired"' in line]
                              for h, p in dogs.items()}
     res["stable"] = (not watch.changes and timelines == res["timelines_after"]
-                     and not any(res["alarms"].values())
+                     and not any(res["changes"].values())
                      and not any(res["watchdog_fired"].values())
                      and res["writes"]["failed"] == 0 and res["writes"]["unknown"] == 0)
     return res
@@ -140,9 +144,12 @@ def report_lines(res: dict[str, Any]) -> list[str]:
            f"timelines {res['timelines_before']} -> {res['timelines_after']}",
            f"  writer: {w['acked']} acked, {w['failed']} failed, {w['unknown']} unknown; "
            f"longest gap between acks {res['max_ack_gap_s'] or 0:.3f} s"]
-    for h, lines in res["alarms"].items():
-        for line in lines[:10]:
-            out.append(f"  {h}: {line}")
+    for what in ("changes", "warnings"):
+        n = sum(len(v) for v in res[what].values())
+        out.append(f"  agents' logs: {n} {'leadership changes' if what == 'changes' else 'warnings'}"
+                   + (":" if n else ""))
+        for h, lines in res[what].items():
+            out.extend(f"    {line}" for line in lines[:10])
     for h, lines in res["watchdog_fired"].items():
         for line in lines:
             out.append(f"  {h} watchdog: {line}")
