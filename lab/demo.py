@@ -147,8 +147,8 @@ class Demo:
         return "no rewind was needed"
 
 
-def run_demo(say: Say, *, prefix: str | None = None, ttl: int = 10, loop_wait: int = 2,
-             retry_timeout: int = 3, safety_margin: int = 5, watchdog: str = "automatic") -> int:
+def run_demo(say: Say, *, prefix: str | None = None, ttl: int = 5, loop_wait: int = 1,
+             retry_timeout: int = 2, safety_margin: int = 2, watchdog: str = "automatic") -> int:
     prefix = prefix or "pgwd" + random_prefix()[4:]
     # A scope of its own: agents' shared memory is named by scope and host, and another lab
     # (scope `lab`) may be running on this machine.

@@ -20,6 +20,11 @@ from pgwarden.postgres.conffiles import conninfo_quote
 from pgwarden.postgres.datadir import controldata
 from pgwarden.postgres.query import ConnParams, run_once
 
+class SourceNotReady(PostgresError):
+    """The leader cannot serve pg_rewind yet (still promoting, unreachable): retry later.
+    Never a reason to throw this member's data away."""
+
+
 PRIMARY_STATES = ("in production", "shut down")  # pg_control states of a (former) primary
 CRASHED_STATES = ("in production", "in crash recovery", "shutting down")
 
@@ -62,6 +67,14 @@ def ensure_source_checkpointed(source: ConnParams, wait: float = 10.0) -> None:
     post-promotion checkpoint, then ask for one ourselves."""
     deadline = mono() + wait
     while True:
+        in_recovery = run_once(source, lambda c: c.execute(
+            "SELECT pg_catalog.pg_is_in_recovery()").fetchone()[0], 5.0, what="the leader")
+        if in_recovery:
+            # the new leader holds the key but has not finished promoting yet
+            if mono() >= deadline:
+                raise SourceNotReady("the leader is still promoting; retrying the rejoin later")
+            time.sleep(0.2)
+            continue
         current, in_control = run_once(
             source, lambda c: c.execute(_TIMELINES_SQL, prepare=False).fetchone(), 5.0,
             what="the leader's timeline")
@@ -76,9 +89,14 @@ def ensure_source_checkpointed(source: ConnParams, wait: float = 10.0) -> None:
 def rewind(bin_dir: str, data_dir: str, host: str, port: int, user: Credentials,
            timeout: float = 600.0) -> str:
     """pg_rewind the data dir from the leader at host:port; return pg_rewind's last line."""
-    ensure_source_checkpointed(ConnParams(host=host, port=port, user=user.username,
-                                          password=user.password,
-                                          application_name="pgwarden_rewind"))
+    try:
+        ensure_source_checkpointed(ConnParams(host=host, port=port, user=user.username,
+                                              password=user.password,
+                                              application_name="pgwarden_rewind"))
+    except SourceNotReady:
+        raise
+    except PostgresError as e:
+        raise SourceNotReady(f"the leader is not reachable for pg_rewind: {e}") from None
     if cluster_state(bin_dir, data_dir) in CRASHED_STATES:
         crash_recovery(bin_dir, data_dir)
     parent = os.path.dirname(os.path.abspath(data_dir))

@@ -26,7 +26,7 @@ from pgwarden.postgres.datadir import clear_data_dir, data_dir_state, read_sysid
 from pgwarden.postgres.initdb import create_roles, initdb
 from pgwarden.postgres.process import Postmaster
 from pgwarden.postgres.promote import promote
-from pgwarden.postgres.rewind import cluster_state, PRIMARY_STATES, rewind
+from pgwarden.postgres.rewind import PRIMARY_STATES, SourceNotReady, cluster_state, rewind
 from pgwarden.postgres.query import ConnParams, Session
 from pgwarden.postgres.slots import slot_name, sync_slots
 from pgwarden.postgres.timeline_history import read_history
@@ -429,6 +429,8 @@ class PostgresWorker:
                 outcome = rewind(self.cfg.bin_dir, self.cfg.data_dir, upstream.host,
                                  upstream.port, self.cfg.superuser)
                 self.log.info("pg_rewind from %s: %s", leader, outcome)
+            except SourceNotReady:
+                raise  # retried on the next converge; the data stays
             except Exception as e:
                 raw = self.ctx.config.raw.get("postgresql") or {}
                 if raw.get("remove_data_directory_on_rewind_failure"):
