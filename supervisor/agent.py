@@ -7,6 +7,7 @@ the intent changed. The loop wakes on any worker's poke, on a signal, or after o
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 import os
 import logging
 import signal
@@ -22,6 +23,7 @@ from pgwarden.core.timing import safety_margin, watchdog_timeout
 from pgwarden.core.wakeup import Wakeups
 from pgwarden.dcs.model import ClusterView
 from pgwarden.supervisor.decide import decide
+from pgwarden.supervisor.rules import next_deadline
 from pgwarden.supervisor.observe import build_snapshot, cluster_view
 from pgwarden.supervisor.process_tree import ProcessTree, RestartIntensityExceeded
 from pgwarden.supervisor.sdnotify import notify
@@ -81,6 +83,7 @@ class Agent:
         self.exit_code = 0
         self.exit_reason = ""
         self.decision: Decision | None = None
+        self.next_deadline: float | None = None
         self._last_logged: tuple[str, str, float] = ("", "", 0.0)
         self.started_at = wall()
         self.config_generation = 0
@@ -107,7 +110,7 @@ class Agent:
         notify("READY=1")
         try:
             while True:
-                self.wakeups.wait("supervisor", timeout=1.0)
+                self.wakeups.wait("supervisor", timeout=self._sleep_for())
                 self._tend_workers()
                 if self.reload_requested:
                     self._reload()
@@ -130,6 +133,12 @@ class Agent:
             log.error("stopped: %s", self.exit_reason)
         log.info("pgwarden %s exits with status %d", self.cfg.name, self.exit_code)
         return self.exit_code
+
+    def _sleep_for(self) -> float:
+        """At most a second, and no later than the next time-based condition of the table."""
+        if self.next_deadline is None:
+            return 1.0
+        return min(1.0, max(0.005, self.next_deadline - mono() + 0.002))
 
     def _worker_target(self, name: str) -> Callable[[], int | None]:
         def target() -> int | None:
@@ -230,6 +239,7 @@ class Agent:
         snap = build_snapshot(self.cfg, dynamic, sections, self.memory, dict(self.ledger.states),
                               mono(), mono_ns(), self.shutdown)
         d = decide(snap)
+        self.next_deadline = next_deadline(replace(snap, memory=d.memory))
         for kind in d.clear_ops:
             self.ledger.clear(kind)
         for kind, args in d.ops:

@@ -197,7 +197,7 @@ def act_restart_crashed_primary(s: Snapshot) -> Decision:
     return _d(s, "restart_primary", "primary",
               f"PostgreSQL is not running on the leader ({s.now - down:.1f} s); starting it "
               f"in place (primary_start_timeout {s.dynamic.primary_start_timeout} s)",
-              pg_role="primary", recover=True, lock_want=True, watchdog="armed",
+              pg_role="primary", recover=True, lock_want=True, watchdog="armed", vip=True,
               memory=moved(s.memory, "primary", s.now, pg_down_since=down))
 
 
@@ -348,6 +348,16 @@ def _acquire(s: Snapshot) -> dict[str, object]:
         s.pg.data_dir_state == "empty" else "candidate"
     gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
     return {"memory": moved(s.memory, state, s.now, acquire_token=token, leader_gone_at=gone)}
+
+
+def next_deadline(s: Snapshot) -> float | None:
+    """The next instant at which a time-based condition of the table flips: the race settle
+    time and the demotion deadline. The supervisor wakes then, not a loop tick later."""
+    times = [margin_deadline(s)] if s.lease.holds_leader else []
+    if s.memory.leader_gone_at is not None:
+        times.append(s.memory.leader_gone_at + s.race_settle)
+    future = [t for t in times if t > s.now]
+    return min(future) if future else None
 
 
 def settled(s: Snapshot) -> bool:

@@ -340,6 +340,8 @@ class PostgresWorker:
                 self.op_error = None
             except Exception as e:  # noqa: BLE001 - reported through the section
                 self.op_error = str(e) or type(e).__name__
+            finally:
+                self.ctx.wakeups.poke("postgres")  # report the outcome now, not a poll later
 
         self.op_error = None
         self.op = threading.Thread(target=body, name=f"pg-{name}", daemon=True)

@@ -279,3 +279,14 @@ def test_after_releasing_for_failover_a_crashed_primary_never_promotes_again() -
     assert d.action == "release_lock_for_failover"
     d2 = decide(replace(s, memory=d.memory))
     assert d2.action == "release_lock_pg_down" and d2.pg_role != "primary" and not d2.lock_want
+
+
+def test_next_deadline_is_the_race_settle_time_or_the_demotion_deadline() -> None:
+    from pgwarden.supervisor.rules import margin_deadline, next_deadline
+
+    mem = Memory(state="candidate", since=NOW, leader_gone_at=NOW - 0.1)
+    s = snap("n2", cl=cluster(leader=None), memory=mem, race_settle=0.3)
+    assert next_deadline(s) == pytest.approx(NOW + 0.2)
+    s = snap("n1", pg=PRIMARY, lease=HOLDING, state="primary")
+    assert next_deadline(s) == margin_deadline(s) == NOW + 20 - 5 - 1
+    assert next_deadline(snap("n2")) is None
