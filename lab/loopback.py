@@ -123,7 +123,10 @@ class LoopbackCluster:
             data_dir=node.data_dir, etcd_hosts=[self.etcd.endpoint],
             ttl=self.ttl, loop_wait=self.loop_wait, retry_timeout=self.retry_timeout,
             dcs_extra=self.extra_dcs,
-            pg_parameters={"shared_buffers": "16MB", "fsync": "off", "wal_keep_size": "64MB"},
+            pg_parameters={"shared_buffers": "16MB", "fsync": "off", "wal_keep_size": "64MB",
+                           # a SIGKILLed postmaster leaves its DSM segments in its data dir,
+                           # not in the machine-wide /dev/shm
+                           "dynamic_shared_memory_type": "mmap"},
             pg_hba=["local all all trust",
                     "host replication replicator 127.0.0.1/32 scram-sha-256",
                     "host all all 127.0.0.1/32 scram-sha-256"],
