@@ -215,6 +215,28 @@ class LoopbackCluster:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
 
+    def etcd_get(self, key: str) -> str | None:
+        """A key of the cluster read straight from etcd (as Patroni tooling would read it)."""
+        with self._etcd_client() as client:
+            value, _ = client.get(self._key(key))
+            return None if value is None else value.decode()
+
+    def etcd_put(self, key: str, value: str) -> None:
+        """Write a key straight to etcd (as `patronictl edit-config` would)."""
+        with self._etcd_client() as client:
+            client.put(self._key(key), value)
+
+    def _key(self, key: str) -> str:
+        return f"/service/{self.scope}/{key}"
+
+    def _etcd_client(self) -> Any:
+        os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
+        import etcd3  # protobuf needs the variable above before its first import
+
+        assert self.etcd is not None
+        host, port = self.etcd.endpoint.rsplit(":", 1)
+        return etcd3.client(host=host, port=int(port), timeout=5)
+
     def postmaster_pid(self, name: str) -> int | None:
         try:
             return int((self.nodes[name].data_dir / "postmaster.pid").read_text().split()[0])

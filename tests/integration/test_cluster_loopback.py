@@ -20,7 +20,6 @@ import psycopg
 import pytest
 
 from pgwarden.core.shm import shm_path
-from pgwarden.dcs.model import cluster_prefix
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
 
 pytestmark = pytest.mark.integration
@@ -73,19 +72,6 @@ def _try_sql(c: LoopbackCluster, name: str, query: str) -> list[tuple] | None:
         return None
 
 
-def _etcd_get(c: LoopbackCluster, key: str) -> str | None:
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    import etcd3  # noqa: PLC0415 - protobuf needs the env var first
-
-    assert c.etcd is not None
-    host, port = c.etcd.endpoint.rsplit(":", 1)
-    client = etcd3.client(host=host, port=int(port), timeout=5)
-    try:
-        value, _ = client.get(cluster_prefix("service", c.scope) + key)
-        return None if value is None else value.decode()
-    finally:
-        client.close()
-
 
 def test_bootstrap_elects_one_primary_and_both_replicas_stream(cluster: LoopbackCluster) -> None:
     primary = _healthy(cluster)
@@ -116,14 +102,14 @@ def test_bootstrap_elects_one_primary_and_both_replicas_stream(cluster: Loopback
 
 def test_dcs_keys_are_patronis(cluster: LoopbackCluster) -> None:
     primary = _healthy(cluster)
-    assert _etcd_get(cluster, "leader") == primary  # the plain name, not JSON
+    assert cluster.etcd_get("leader") == primary  # the plain name, not JSON
     sysid = _sql(cluster, primary, "SELECT system_identifier::text FROM pg_control_system()")
-    cluster.wait_until(lambda: _etcd_get(cluster, "initialize") == sysid[0][0], 30,
+    cluster.wait_until(lambda: cluster.etcd_get("initialize") == sysid[0][0], 30,
                        "initialize = sysid")
-    config = json.loads(_etcd_get(cluster, "config") or "{}")
+    config = json.loads(cluster.etcd_get("config") or "{}")
     assert config["ttl"] == cluster.ttl and config["loop_wait"] == cluster.loop_wait
     for name in cluster.nodes:
-        raw = _etcd_get(cluster, f"members/{name}")
+        raw = cluster.etcd_get(f"members/{name}")
         assert raw is not None
         m = json.loads(raw)
         node = cluster.nodes[name]

@@ -5,6 +5,7 @@ process group and of the postmaster (a power cut without the network namespaces 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -144,35 +145,12 @@ def test_node_crash_fails_over_and_the_node_rejoins_with_rewind(make_cluster) ->
 
 
 def _get_key(c: LoopbackCluster, key: str) -> object:
-    import json
-
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    import etcd3
-
-    assert c.etcd is not None
-    host, port = c.etcd.endpoint.rsplit(":", 1)
-    client = etcd3.client(host=host, port=int(port), timeout=5)
-    try:
-        raw, _ = client.get(f"/service/{c.scope}/{key}")
-        return json.loads(raw) if raw else None
-    finally:
-        client.close()
+    raw = c.etcd_get(key)
+    return json.loads(raw) if raw else None
 
 
 def _set_dynamic(c: LoopbackCluster, changes: dict) -> None:
-    import json
-
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    import etcd3
-
-    assert c.etcd is not None
-    host, port = c.etcd.endpoint.rsplit(":", 1)
-    client = etcd3.client(host=host, port=int(port), timeout=5)
-    key = f"/service/{c.scope}/config"
-    try:
-        raw, _ = client.get(key)
-        value = json.loads(raw)
-        value.update(changes)
-        client.put(key, json.dumps(value, separators=(",", ":")))
-    finally:
-        client.close()
+    """Change the dynamic configuration in etcd, as `patronictl edit-config` would."""
+    value = json.loads(c.etcd_get("config") or "{}")
+    value.update(changes)
+    c.etcd_put("config", json.dumps(value, separators=(",", ":")))

@@ -26,7 +26,6 @@ import pytest
 import yaml
 
 from pgwarden.core.version import PATRONI_COMPAT_VERSION
-from pgwarden.dcs.model import cluster_prefix
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
 
 pytestmark = pytest.mark.integration
@@ -123,19 +122,6 @@ def _lsn(text: str) -> int:
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
 
-
-def _etcd_get(c: LoopbackCluster, key: str) -> str | None:
-    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "python")
-    import etcd3  # noqa: PLC0415 - protobuf needs the env var first
-
-    assert c.etcd is not None
-    host, port = c.etcd.endpoint.rsplit(":", 1)
-    client = etcd3.client(host=host, port=int(port), timeout=5)
-    try:
-        value, _ = client.get(cluster_prefix("service", c.scope) + key)
-        return None if value is None else value.decode()
-    finally:
-        client.close()
 
 
 def _table_lines(text: str) -> list[list[str]]:
@@ -246,7 +232,7 @@ def test_history_reads_without_error(pctl: Ctl | None) -> None:
     ctl = _need(pctl)
     out = ctl.run("history")
     assert _table_header(out) == ["TL", "LSN", "Reason", "Timestamp", "New Leader"], out
-    raw = _etcd_get(ctl.cluster, "history")
+    raw = ctl.cluster.etcd_get("history")
     written = json.loads(raw) if raw else []
     rows = _table_rows(out)
     # a fresh cluster has had no promotion: empty; otherwise one row per entry we wrote
