@@ -84,6 +84,7 @@ class Agent:
         self.exit_reason = ""
         self.decision: Decision | None = None
         self.next_deadline: float | None = None
+        self.dynamic: DynamicConfig = cfg.bootstrap_dcs
         self._last_logged: tuple[str, str, float] = ("", "", 0.0)
         self.started_at = wall()
         self.config_generation = 0
@@ -200,7 +201,7 @@ class Agent:
                 log.error("%s: stopping the node safely", e)
                 self.tree.intensity = 10**9  # let the safe stop restart what it needs
                 self.request_shutdown(str(e), EXIT_INTENSITY)
-        hang = max(10.0, float(self._dynamic().ttl))
+        hang = max(10.0, float(self.dynamic.ttl))  # from the last cycle: no extra read
         now = mono()
         for name in WORKERS:
             slot = self.tree.slots[name]
@@ -235,7 +236,7 @@ class Agent:
     def _cycle(self) -> Decision:
         sections = self.shm.read_all()
         self.ledger.absorb(sections["lease"].data.get("ops_done") or {})
-        dynamic = self._dynamic(sections["lease"])
+        dynamic = self.dynamic = self._dynamic(sections["lease"])
         snap = build_snapshot(self.cfg, dynamic, sections, self.memory, dict(self.ledger.states),
                               mono(), mono_ns(), self.shutdown)
         d = decide(snap)

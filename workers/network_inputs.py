@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pgwarden.core import timing
 from pgwarden.core.shm import SectionView
 from pgwarden.netroute.rules import may_hold_vip
 
@@ -26,12 +27,12 @@ class Verdict:
 
 
 def stale_after(supervisor: dict[str, Any]) -> float:
-    """The supervisor's own threshold for a stale section (supervisor/observe.py)."""
+    """The supervisor's own threshold for a stale section (core/timing.stale_after)."""
     dyn = supervisor.get("dynamic")
     loop_wait = dyn.get("loop_wait") if isinstance(dyn, dict) else None
     if isinstance(loop_wait, (int, float)) and not isinstance(loop_wait, bool):
-        return max(3.0, float(loop_wait) + 2.0)
-    return 3.0
+        return timing.stale_after(float(loop_wait))
+    return timing.stale_after(0.0)
 
 
 def _number(v: Any) -> bool:

@@ -49,6 +49,17 @@ def _first_ack_after(log: Path, t: float, node: str | None = None) -> dict[str, 
     return min(after, key=lambda r: r["t"]) if after else None
 
 
+def _kill_postmaster_under_writes(lab: Lab, host: str, log: Path) -> float:
+    """Once the writer is acknowledged through the VIP, SIGKILL the host's postmaster;
+    returns the instant of the kill."""
+    lab.wait_until(lambda: len(_acked(log)) >= 50, 30, "writes through the VIP")
+    pm = lab.postmaster_pid(host)
+    assert pm
+    t_kill = time.monotonic()
+    netns.signal_pids([pm], signal.SIGKILL, lab.ns(host))
+    return t_kill
+
+
 def _healthy_again(lab: Lab, timeout: float = 90) -> str:
     primary = lab.wait_until(lambda: lab.healthy(), timeout, "a healthy cluster")
     replicas = sorted(h for h in lab.db_hosts if h != primary)
@@ -61,11 +72,7 @@ def test_postgres_killed_on_the_primary_restarts_in_place(lab: Lab) -> None:
     primary = _healthy_again(lab)
     log = lab.start_writer("vip")
     try:
-        lab.wait_until(lambda: len(_acked(log)) >= 50, 30, "writes through the VIP")
-        pm = lab.postmaster_pid(primary)
-        assert pm
-        t_kill = time.monotonic()
-        netns.signal_pids([pm], signal.SIGKILL, lab.ns(primary))
+        t_kill = _kill_postmaster_under_writes(lab, primary, log)
         first = lab.wait_until(lambda: _first_ack_after(log, t_kill + 0.05), 60,
                                "a write acknowledged after the kill")
     finally:
@@ -83,11 +90,7 @@ def test_postgres_killed_with_primary_start_timeout_zero_fails_over(lab: Lab) ->
     time.sleep(2 * 2)  # every agent sees the new config within a loop
     log = lab.start_writer("vip")
     try:
-        lab.wait_until(lambda: len(_acked(log)) >= 50, 30, "writes through the VIP")
-        pm = lab.postmaster_pid(primary)
-        assert pm
-        t_kill = time.monotonic()
-        netns.signal_pids([pm], signal.SIGKILL, lab.ns(primary))
+        t_kill = _kill_postmaster_under_writes(lab, primary, log)
         first = lab.wait_until(lambda: (r := _first_ack_after(log, t_kill + 0.05))
                                and r["node"] != primary and r, 60,
                                "a write acknowledged by another host")
