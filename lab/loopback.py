@@ -5,6 +5,7 @@ Every process it starts is tracked by pid and stopped by `close()`, also after a
 """
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import signal
@@ -75,6 +76,20 @@ class Node:
             return e.code, _json(e.read())
         except (urllib.error.URLError, OSError):
             return 0, None
+
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: float = 60.0) -> tuple[int, str]:
+        """(status, body text) of a call with an optional JSON body; 0 when unanswered."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.api + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError):
+            return 0, ""
 
 
 @dataclass

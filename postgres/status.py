@@ -44,7 +44,7 @@ SELECT r.in_recovery,
                    'sync_state', s.sync_state, 'sync_priority', s.sync_priority)
                    ORDER BY s.application_name)
           FROM pg_catalog.pg_stat_replication s),
-       (SELECT pg_catalog.array_agg(name ORDER BY name)
+       (SELECT pg_catalog.json_object_agg(name, setting)
           FROM pg_catalog.pg_settings WHERE pending_restart)
   FROM (SELECT pg_catalog.pg_is_in_recovery() AS in_recovery) r
   LEFT JOIN pg_catalog.pg_stat_wal_receiver w ON true
@@ -84,7 +84,8 @@ def from_row(row: tuple[Any, ...]) -> dict[str, Any]:
         "replication": [_replication_row(r) for r in replication or []],
         # Settings changed in the files (and reloaded) that only a restart applies.
         "pending_restart": bool(pending),
-        "pending_restart_params": list(pending or []),
+        "pending_restart_params": sorted(pending or []),
+        "pending_restart_values": dict(pending or {}),
     }
     if in_recovery:
         # The WAL receiver's written position is ahead of pg_last_wal_receive_lsn (flushed);

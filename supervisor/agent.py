@@ -26,6 +26,8 @@ from pgwarden.supervisor.decide import decide
 from pgwarden.supervisor.rules import next_deadline
 from pgwarden.supervisor.observe import build_snapshot, cluster_view
 from pgwarden.supervisor.process_tree import ProcessTree, RestartIntensityExceeded
+from pgwarden.supervisor.requests import LocalRequests
+from pgwarden.supervisor.switchover import failover_key
 from pgwarden.supervisor.sdnotify import notify
 from pgwarden.supervisor.snapshot import Decision, Memory, OpState
 from pgwarden.workers.context import WorkerContext
@@ -75,6 +77,10 @@ class Agent:
         self.tree = ProcessTree(intensity=intensity, period=period)
         self.memory = Memory(since=mono())
         self.ledger = OpsLedger()
+        self.requests = LocalRequests()
+        self.decision_counts: dict[str, int] = {}
+        self.durations: dict[str, dict[str, float]] = {}
+        self._promotion: tuple[str, float] | None = None  # (failover|switchover, started mono)
         self.epoch = 0
         self.last_intent: dict[str, Any] | None = None
         self.shutdown = False
@@ -238,8 +244,10 @@ class Agent:
         self.ledger.absorb(sections["lease"].data.get("ops_done") or {})
         dynamic = self.dynamic = self._dynamic(sections["lease"])
         snap = build_snapshot(self.cfg, dynamic, sections, self.memory, dict(self.ledger.states),
-                              mono(), mono_ns(), self.shutdown)
+                              mono(), mono_ns(), self.shutdown, wall())
+        self._take_requests(sections, snap.cluster, dynamic.pause)
         d = decide(snap)
+        self._count(d, snap.cluster)
         self.next_deadline = next_deadline(replace(snap, memory=d.memory))
         for kind in d.clear_ops:
             self.ledger.clear(kind)
@@ -250,6 +258,41 @@ class Agent:
         self._log_decision(d)
         self._publish(self._intent_dict(d, snap.cluster), d, dynamic)
         return d
+
+    def _take_requests(self, sections: dict[str, SectionView], cluster: ClusterView | None,
+                       paused: bool) -> None:
+        """REST API requests for local operations (restart, reload, reinitialize)."""
+        pg = sections["postgres"].data
+        is_leader = bool(sections["lease"].data.get("holds_leader"))
+        has_leader = cluster is not None and cluster.leader is not None
+        self.requests.absorb(sections["api"].data.get("requests"), pg, is_leader, has_leader,
+                             paused, wall())
+        self.requests.tick(pg, is_leader, wall())
+        if self.requests.reload_wanted:
+            self.requests.reload_wanted = False
+            self.reload_requested = True
+            self.wakeups.poke("supervisor")
+
+    def _count(self, d: Decision, cluster: ClusterView | None) -> None:
+        """Decisions by action, and how long promotions took (for /metrics)."""
+        prev = self.decision.action if self.decision else None
+        if d.action != prev:
+            self.decision_counts[d.action] = self.decision_counts.get(d.action, 0) + 1
+        if d.action == "promote" and prev != "promote":
+            key = failover_key(cluster)
+            kind = "switchover" if key is not None and key.candidate == self.cfg.name else "failover"
+            start = self.memory.leader_gone_at if self.memory.leader_gone_at is not None else mono()
+            self._promotion = (kind, start)
+        elif d.action == "lead" and self._promotion is not None:
+            kind, start = self._promotion
+            self._promotion = None
+            took = max(0.0, mono() - start)
+            agg = self.durations.setdefault(kind, {"count": 0, "sum": 0.0, "last": 0.0})
+            agg["count"] += 1
+            agg["sum"] += took
+            agg["last"] = took
+            log.info("%s completed: primary %.3f s after the old leader's key went away",
+                     kind, took)
 
     def _log_decision(self, d: Decision) -> None:
         action, reason, at = self._last_logged
@@ -267,8 +310,10 @@ class Agent:
         return {
             "pg": {"role": d.pg_role, "leader": d.leader,
                    "leader_conn": _leader_conn(cluster, d.leader),
-                   "bootstrap": d.bootstrap, "stop_mode": d.stop_mode, "recover": d.recover},
-            "lock": {"want": d.lock_want, "acquire_token": d.memory.acquire_token},
+                   "bootstrap": d.bootstrap, "stop_mode": d.stop_mode, "recover": d.recover,
+                   "checkpoint_token": d.checkpoint_token, **self.requests.intent()},
+            "lock": {"want": d.lock_want, "acquire_token": d.memory.acquire_token,
+                     "release_lsn": d.release_lsn},
             "dcs_ops": self.ledger.as_list(),
             "vip": d.vip,
             "watchdog": d.watchdog,
@@ -294,6 +339,9 @@ class Agent:
             "shutdown": self.shutdown,
             "started_at": self.started_at,
             "last_cycle": mono(),
+            "decision_counts": dict(self.decision_counts),
+            "durations": {k: dict(v) for k, v in self.durations.items()},
+            **self.requests.published(),
         })
         if changed:
             self.wakeups.poke_all(except_="supervisor")

@@ -30,6 +30,8 @@ def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
         following=d.get("following"),
         fresh=fresh(v, now_ns, max_age),
         epoch_done=d.get("epoch_done", 0),
+        checkpoint_done=int(d.get("checkpoint_done") or 0),
+        last_lsn=d.get("last_lsn") if isinstance(d.get("last_lsn"), int) else None,
     )
 
 
@@ -72,7 +74,7 @@ def watchdog_flags(v: SectionView) -> tuple[bool, bool]:
 
 def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, SectionView],
                    memory: Memory, ops: dict[str, OpState], now: float, now_ns: int,
-                   shutdown: bool) -> Snapshot:
+                   shutdown: bool, wall: float = 0.0) -> Snapshot:
     stale = stale_after(float(dynamic.loop_wait))
     lease_sec = sections["lease"]
     ready, wd_failed = watchdog_flags(sections["watchdog"])
@@ -96,6 +98,7 @@ def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, Sect
         vip_held=bool(sections["network"].data.get("held"))
         and fresh(sections["network"], now_ns, stale),
         race_settle=min(1.0, dynamic.ttl / 10),
+        wall=wall,
     )
 
 

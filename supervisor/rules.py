@@ -15,7 +15,30 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from pgwarden.supervisor.election import better_peer, eligibility_problem
+from pgwarden.supervisor.rules_ops import (
+    CHECKPOINT_BUDGET,
+    act_handover,
+    act_handover_release,
+    act_handover_stopping,
+    act_lead_restarting,
+    act_paused_idle,
+    act_paused_lead,
+    act_paused_no_dcs,
+    act_paused_release,
+    act_paused_take_lock,
+    act_wait_candidate,
+    act_wait_catch_up,
+    clear_ops,
+    handover_stopped,
+    handover_timeout,
+    may_take_over_as_candidate,
+    named_candidate,
+    paused,
+    switchover_due,
+    waiting_for_candidate,
+)
 from pgwarden.supervisor.snapshot import Decision, Memory, Snapshot, moved
+from pgwarden.supervisor.switchover import failover_key
 
 Cond = Callable[[Snapshot], bool]
 Act = Callable[[Snapshot], Decision]
@@ -235,14 +258,15 @@ def act_promote(s: Snapshot) -> Decision:
     return _d(s, "promote", "primary",
               f"promoting: I am {s.name} and I hold the leader key",
               pg_role="primary", lock_want=True, watchdog="armed", vip=True,
-              ops=_keep_lock_ops(s))
+              ops=_keep_lock_ops(s) + clear_ops(s))
 
 
 def act_lead(s: Snapshot) -> Decision:
     return _d(s, "lead", "primary", f"no action: I am {s.name}, the leader with the lock",
               pg_role="primary", lock_want=True, vip=True, watchdog="armed",
-              ops=_keep_lock_ops(s),
-              memory=moved(s.memory, "primary", s.now, pg_down_since=None, leader_gone_at=None))
+              ops=_keep_lock_ops(s) + clear_ops(s),
+              memory=moved(s.memory, "primary", s.now, pg_down_since=None, leader_gone_at=None,
+                           handover=None, handover_since=None))
 
 
 def act_lock_lost_demote(s: Snapshot) -> Decision:
@@ -327,6 +351,12 @@ def act_settle(s: Snapshot) -> Decision:
               lock_want=pg_is_primary(s), **_gone(s))
 
 
+def act_acquire_switchover(s: Snapshot) -> Decision:
+    return _d(s, "acquire_lock_switchover", "candidate",
+              "a switchover names me and I have the old leader's last WAL: taking the leader key",
+              pg_role="replica", leader=None, lock_want=True, **_acquire(s))
+
+
 def act_acquire(s: Snapshot) -> Decision:
     return _d(s, "acquire_lock", "candidate",
               f"the cluster has no leader and I am the healthiest member: taking the leader key",
@@ -356,6 +386,13 @@ def next_deadline(s: Snapshot) -> float | None:
     times = [margin_deadline(s)] if s.lease.holds_leader else []
     if s.memory.leader_gone_at is not None:
         times.append(s.memory.leader_gone_at + s.race_settle)
+        times.append(s.memory.leader_gone_at + handover_timeout(s))
+        times.append(s.memory.leader_gone_at + handover_timeout(s) / 2)
+    if s.memory.handover_since is not None:
+        times.append(s.memory.handover_since + CHECKPOINT_BUDGET)
+    key = failover_key(s.cluster)
+    if s.lease.holds_leader and key is not None and key.scheduled_at is not None:
+        times.append(s.now + (key.scheduled_at - s.wall))
     future = [t for t in times if t > s.now]
     return min(future) if future else None
 
@@ -380,7 +417,7 @@ def bootstrap_failed(s: Snapshot) -> bool:
 # -- the table -------------------------------------------------------------------------
 
 ANY = ("*",)
-ALIVE = ("init", "bootstrapping", "cloning", "replica", "candidate", "primary")
+ALIVE = ("init", "bootstrapping", "cloning", "replica", "candidate", "primary", "handing_over")
 
 TRANSITIONS: tuple[Transition, ...] = (
     # shutting down: PostgreSQL first, the key after, so two primaries never overlap
@@ -392,6 +429,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ANY, "shutdown and PostgreSQL stopped", lambda s: s.shutdown,
                "exit", "stopped", act_shutdown_done),
     # the DCS is out of reach
+    Transition(ALIVE, "paused, no DCS view", lambda s: paused(s) and not dcs_ok(s),
+               "wait_for_dcs_paused", "(unchanged)", act_paused_no_dcs),
     Transition(ALIVE, "no DCS view, primary, lease deadline not yet reached",
                lambda s: not dcs_ok(s) and pg_is_primary(s) and s.lease.holds_leader
                and s.now < margin_deadline(s),
@@ -411,6 +450,34 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(("bootstrapping",), "holding the lock, bootstrapping",
                lambda s: i_hold_lock(s) and not pg_is_primary(s),
                "bootstrap", "bootstrapping", act_bootstrap_initdb),
+    # a planned switchover (or manual failover) away from me
+    Transition(("handing_over",), "handing over, PostgreSQL stopped", handover_stopped,
+               "release_lock_for_switchover", "replica", act_handover_release),
+    Transition(("primary", "handing_over"), "holding the lock as primary, a switchover is due",
+               lambda s: i_hold_lock(s) and pg_is_primary(s) and switchover_due(s),
+               "handover", "handing_over", act_handover),
+    Transition(("handing_over",), "handing over, PostgreSQL stopping",
+               lambda s: i_hold_lock(s) and s.memory.handover == "stop",
+               "handover", "handing_over", act_handover_stopping),
+    # a restart the operator asked for, and maintenance mode
+    Transition(("primary",), "holding the lock, PostgreSQL restarting on request",
+               lambda s: i_hold_lock(s) and s.pg.operation == "restart",
+               "lead_restarting", "primary", act_lead_restarting),
+    Transition(ALIVE, "paused, holding the lock as primary",
+               lambda s: paused(s) and i_hold_lock(s) and pg_is_primary(s),
+               "lead_paused", "primary", act_paused_lead),
+    Transition(ALIVE, "paused, holding the lock, PostgreSQL not running",
+               lambda s: paused(s) and s.lease.holds_leader and not s.pg.running
+               and s.pg.operation is None,
+               "release_lock_paused", "replica", act_paused_release),
+    Transition(ALIVE, "paused, running as primary, no leader",
+               lambda s: paused(s) and pg_is_primary(s) and not s.lease.holds_leader
+               and s.cluster is not None and s.cluster.leader is None,
+               "acquire_lock_paused", "primary", act_paused_take_lock),
+    Transition(ALIVE, "paused",
+               lambda s: paused(s) and not i_hold_lock(s) and not named_candidate(s)
+               and not (data_empty(s) and other_leader(s) is not None),
+               "paused", "(unchanged)", act_paused_idle),
     Transition(ALIVE, "holding the lock without data",
                lambda s: i_hold_lock(s) and data_empty(s) and s.pg.operation is None,
                "release_lock_no_data", "init", act_release_without_data),
@@ -438,7 +505,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "primary while another member holds the lock",
                lambda s: pg_is_primary(s) and other_leader(s) is not None,
                "demote_lock_lost", "replica", act_lock_lost_demote),
-    Transition(("primary",), "primary whose lock expired or was lost",
+    Transition(("primary", "handing_over"), "primary whose lock expired or was lost",
                lambda s: pg_is_primary(s) and not i_hold_lock(s) and s.lease.holds_leader,
                "demote_lock_lost", "replica", act_lock_lost_demote),
     # another member leads
@@ -469,6 +536,15 @@ TRANSITIONS: tuple[Transition, ...] = (
                "wait_for_bootstrap", "init", act_wait_bootstrap),
     Transition(ALIVE, "no leader and no data", data_empty,
                "wait_for_leader", "init", act_wait_leader_to_clone),
+    Transition(ALIVE, "no leader, a switchover names me, I have its last WAL",
+               may_take_over_as_candidate,
+               "acquire_lock_switchover", "candidate", act_acquire_switchover),
+    Transition(ALIVE, "no leader, a switchover names me, WAL still arriving",
+               lambda s: named_candidate(s) and eligibility_problem(s) is None,
+               "wait_for_wal", "candidate", act_wait_catch_up),
+    Transition(ALIVE, "no leader, a switchover names another member",
+               waiting_for_candidate,
+               "wait_for_switchover", "(unchanged)", act_wait_candidate),
     Transition(ALIVE, "no leader, I am not eligible",
                lambda s: eligibility_problem(s) is not None,
                "stay_replica_ineligible", "candidate", act_not_eligible),

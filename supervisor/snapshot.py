@@ -31,6 +31,8 @@ class PgView:
     following: str | None = None
     fresh: bool = False  # the worker's heartbeat is recent
     epoch_done: int = 0
+    checkpoint_done: int = 0  # the last pre-switchover CHECKPOINT token the worker finished
+    last_lsn: int | None = None  # a cleanly stopped server's shutdown checkpoint LSN
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class Memory:
     leader_gone_at: float | None = None  # mono when we first saw the cluster unlocked
     pg_down_since: float | None = None  # mono when a primary's PostgreSQL was first seen down
     bootstrap_failed: bool = False
+    handover: str | None = None  # switchover phase on the leader: checkpoint | stop
+    handover_since: float | None = None  # mono when the current switchover began
+    checkpoint_token: int = 0  # the last CHECKPOINT asked of the postgres worker
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Snapshot:
     shutdown: bool = False  # SIGTERM received
     vip_held: bool = False  # the network worker reports the VIP on this host
     race_settle: float = 1.0  # seconds to let peers refresh their WAL position before a race
+    wall: float = 0.0  # epoch seconds (scheduled switchovers are wall-clock times)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ class Decision:
     vip: bool = False
     watchdog: str = "disarmed"
     exit_code: int | None = None  # the agent should exit (after a clean stop) with this code
+    checkpoint_token: int = 0  # ask the postgres worker for a CHECKPOINT (before a handover)
+    release_lsn: int | None = None  # write this final LSN to `status` before releasing the key
 
     @property
     def state(self) -> str:

@@ -214,10 +214,16 @@ def patroni_body(snap: Snapshot, status: NodeStatus, now: float) -> dict[str, An
             body["replication"] = pg["replication"]
     else:
         body["role"] = status.role  # Patroni shrinks to {state, role} when it cannot query
+    if status.detailed and status.role == "replica" and status.view is not None:
+        kind = standby_kind(status.view, status.name)
+        if kind is not None:
+            body[kind] = True
     if status.paused:
         body["pause"] = True
     if status.view is None or status.view.leader is None:
         body["cluster_unlocked"] = True
+    if snap.supervisor.get("failsafe_active") is True:
+        body["failsafe_mode_is_active"] = True
     body["dcs_last_seen"] = int(as_number(snap.lease.get("dcs_last_seen")) or 0)
     if status.tags:
         body["tags"] = status.tags
@@ -227,27 +233,60 @@ def patroni_body(snap: Snapshot, status: NodeStatus, now: float) -> dict[str, An
         body["pending_restart"] = True
         if isinstance(pg.get("pending_restart_reason"), dict):
             body["pending_restart_reason"] = pg["pending_restart_reason"]
+    if isinstance(snap.supervisor.get("scheduled_restart"), dict):
+        body["scheduled_restart"] = snap.supervisor["scheduled_restart"]
     # Patroni tooling gates features on this version: report the Patroni release whose
     # formats we speak; our own version is under "pgwarden".
     body["patroni"] = {"version": PATRONI_COMPAT_VERSION, "scope": status.scope,
                        "name": status.name}
     if snap.watchdog.get("failed") is True:
         body["watchdog_failed"] = True
-    body["pgwarden"] = pgwarden_fields(snap, now)
+    body["pgwarden"] = pgwarden_fields(snap, now, status)
     return body
 
 
-def pgwarden_fields(snap: Snapshot, now: float) -> dict[str, Any]:
-    """Facts Patroni has no field for; kept under one key so Patroni parsers ignore them."""
+def pgwarden_fields(snap: Snapshot, now: float, status: NodeStatus) -> dict[str, Any]:
+    """Facts Patroni has no field for; kept under one key so Patroni parsers ignore them.
+
+    Mostly the fencing state: what an operator checks first when asking "could this node
+    still take writes, and what would stop it?".
+    """
     deadline = as_number(snap.lease.get("lease_deadline"))
     decision = as_dict(snap.supervisor.get("decision"))
+    last_feed = as_number(snap.watchdog.get("last_feed"))
+    mode = snap.watchdog.get("mode")
     return {
         "version": __version__,
         "decision_reason": decision.get("reason"),
         "vip_held": snap.network.get("held") is True,
-        "lease_deadline_in": None if deadline is None else round(deadline - now, 3),
+        "vip_holder": vip_holder(snap, status),
+        # 0 is the lease worker's "never held a lease": no deadline, not one long past
+        "lease_deadline_in": None if not deadline else round(deadline - now, 3),
+        "watchdog_mode": mode if isinstance(mode, str) else None,
         "watchdog_armed": snap.watchdog.get("armed") is True,
+        "watchdog_since_feed": None if last_feed is None else round(now - last_feed, 3),
+        "watchdog_reason": snap.watchdog.get("reason"),
+        "worker_restarts": worker_restarts(snap),
     }
+
+
+def vip_holder(snap: Snapshot, status: NodeStatus) -> str | None:
+    """Who holds the VIP as far as this node knows: itself when its network worker says so;
+    otherwise the leader key's holder, the only member rule 2 lets hold it (no member
+    reports its VIP in the DCS); None without a VIP, a leader, or when that leader is us
+    and we do not hold it yet."""
+    if not snap.network.get("vip"):
+        return None
+    if snap.network.get("held") is True:
+        return status.name
+    leader = status.view.leader if status.view is not None else None
+    return leader if leader != status.name else None
+
+
+def worker_restarts(snap: Snapshot) -> dict[str, int]:
+    """{worker: restarts} as the supervisor counts them."""
+    workers = as_dict(snap.supervisor.get("workers"))
+    return {n: as_int(as_dict(w).get("restarts")) or 0 for n, w in sorted(workers.items())}
 
 
 # -- /cluster -----------------------------------------------------------------------------
@@ -282,6 +321,15 @@ def _sync_names(view: ClusterView) -> set[str]:
     if not isinstance(listed, str):
         return set()
     return {n.strip().lower() for n in listed.split(",") if n.strip()}
+
+
+def standby_kind(view: ClusterView, name: str) -> str | None:
+    """The body flag for a member listed in `/sync`: `sync_standby`, or `quorum_standby` in
+    quorum mode (matched case-insensitively, as PostgreSQL reads synchronous_standby_names)."""
+    if name.lower() not in _sync_names(view):
+        return None
+    quorum = as_dict(view.config.value).get("synchronous_mode") == "quorum"
+    return "quorum_standby" if quorum else "sync_standby"
 
 
 def _member_role(view: ClusterView, name: str, sync: set[str]) -> str:

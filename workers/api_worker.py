@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
+from pgwarden.core.errors import ConfigError
 from pgwarden.workers.api_server import ApiServer
 from pgwarden.workers.context import WorkerContext
 
@@ -27,6 +28,9 @@ def run(ctx: WorkerContext) -> None:
             listen, e.strerror or e,
         )
         raise SystemExit(EXIT_CANNOT_LISTEN) from None
+    except ConfigError as e:  # restapi.certfile & co. cannot be loaded
+        ctx.log.error("cannot serve the REST API over TLS: %s", e)
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
 
     stopping = False
 
@@ -38,15 +42,30 @@ def run(ctx: WorkerContext) -> None:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         server.start()
-        ctx.log.info("REST API listening on %s", server.listen)
+        ctx.log.info("REST API listening on %s", server.url)
         # The first publish announces the address (a change: wake the supervisor). After
         # that only the request counter moves, which no one acts on: beat without a poke.
-        ctx.publish({"listen": server.listen, "requests": server.app.requests})
+        # Operations go to the supervisor through this section (api_actions.RequestChannel):
+        # every publish carries the open requests along with the worker's own fields.
+        actions = getattr(server.app, "actions", None)
+        if actions is not None:
+            actions.wake_supervisor = lambda: ctx.wakeups.poke("supervisor")
+
+        def publish(poke: bool = False) -> None:
+            base = {"listen": server.listen, "requests_served": server.app.requests}
+            if actions is not None:
+                actions.channel.publish(base)
+            else:
+                ctx.shm.publish(ctx.name, base)
+            if poke:
+                ctx.wakeups.poke("supervisor")
+
+        publish(poke=True)
         while not stopping:
             ctx.wakeups.wait(ctx.name, BEAT_INTERVAL)
             if ctx.refresh_config():
                 server.app.config = ctx.config  # tags etc.; a new listen address needs a restart
-            ctx.shm.publish(ctx.name, {"listen": server.listen, "requests": server.app.requests})
+            publish()
     finally:
         server.shutdown()
         signal.signal(signal.SIGTERM, previous)

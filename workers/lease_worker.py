@@ -201,6 +201,12 @@ class LeaseWorker:
                 self.view = self.dcs.read_cluster()
                 self.view_at = mono()
         elif self.holds and not want:
+            lsn = lock.get("release_lsn")
+            if isinstance(lsn, int) and not isinstance(lsn, bool):
+                # a planned switchover: the candidate promotes only once it has received
+                # everything up to our final LSN, so it must be readable before the key goes
+                self.dcs.set_status(self._status_value(lsn))
+                self.ctx.log.info("final LSN %d written to status", lsn)
             self.dcs.release_leader(self.name)
             self.holds = False
             self.ctx.log.info("leader key released")
@@ -234,6 +240,12 @@ class LeaseWorker:
             return self.dcs.initialize(args["sysid"], create=False, version=view.initialize_version)
         if kind == "write_config":
             return self.dcs.set_config(self.ctx.config.bootstrap_dcs.raw, 0)
+        if kind == "clear_failover":
+            view = self.dcs.read_cluster()
+            if view.failover.version != args.get("version"):
+                return False  # changed since the decision: it is someone's new request
+            self.ctx.log.info("removing the failover key: %s", args.get("why"))
+            return self.dcs.delete_failover(int(args["version"]))
         if kind == "cancel_initialize":
             view = self.dcs.read_cluster()
             if view.initialize == "":
@@ -243,8 +255,9 @@ class LeaseWorker:
 
     def touch_member(self) -> None:
         pg = self.ctx.shm.read("postgres").data
-        paused = bool(self._dynamic().get("pause"))
-        data = member_data(self.ctx.config, pg, paused)
+        sup = self.ctx.supervisor()
+        paused = bool((sup.get("dynamic") or {}).get("pause"))
+        data = member_data(self.ctx.config, pg, paused, sup.get("scheduled_restart"))
         if data != self.last_member or self.member_lease != self.dcs.lease_id:
             self.dcs.touch_member(self.name, data)
             self.last_member, self.member_lease = data, self.dcs.lease_id
@@ -256,11 +269,14 @@ class LeaseWorker:
         pg = self.ctx.shm.read("postgres").data
         if pg.get("role") != "primary" or pg.get("wal_position") is None:
             return
-        status = {"optime": pg["wal_position"], "slots": {}, "retain_slots": sorted(
-            n for n in (self.view.members if self.view else {}))}
+        status = self._status_value(pg["wal_position"])
         if status != self.last_status and mono() - self.status_at >= 1.0:
             self.dcs.set_status(status)
             self.last_status, self.status_at = status, mono()
+
+    def _status_value(self, optime: int) -> dict[str, Any]:
+        return {"optime": optime, "slots": {}, "retain_slots": sorted(
+            n for n in (self.view.members if self.view else {}))}
 
     def write_history(self) -> None:
         """After a promotion the new leader records it in `history` (patronictl history,

@@ -7,13 +7,15 @@ from pgwarden.core.config_model import Config
 from pgwarden.core.version import PATRONI_COMPAT_VERSION
 
 
-def member_data(cfg: Config, pg: dict[str, Any], paused: bool) -> dict[str, Any]:
+def member_data(cfg: Config, pg: dict[str, Any], paused: bool,
+                scheduled_restart: dict[str, Any] | None = None) -> dict[str, Any]:
     pgc = cfg.postgresql.connect_address
     api = cfg.restapi.connect_address
     role = pg.get("role") or "uninitialized"
     data: dict[str, Any] = {
         "conn_url": f"postgres://{pgc.host}:{pgc.port}/postgres",
-        "api_url": f"http://{api.host}:{api.port}/patroni",
+        # patronictl and peers take the scheme from api_url, so it must say https under TLS
+        "api_url": f"{cfg.restapi.scheme}://{api.host}:{api.port}/patroni",
         "state": pg.get("state") or "stopped",
         "role": role,
         # Patroni's tools read this as the Patroni version (feature gates): speak theirs
@@ -36,6 +38,10 @@ def member_data(cfg: Config, pg: dict[str, Any], paused: bool) -> dict[str, Any]
         data["tags"] = cfg.tags
     if pg.get("pending_restart"):
         data["pending_restart"] = True
+        if isinstance(pg.get("pending_restart_reason"), dict):
+            data["pending_restart_reason"] = pg["pending_restart_reason"]
+    if isinstance(scheduled_restart, dict):
+        data["scheduled_restart"] = scheduled_restart
     if paused:
         data["pause"] = True
     return data

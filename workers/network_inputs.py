@@ -69,6 +69,9 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     restarting = (isinstance(pg_intent, dict) and pg_intent.get("recover") is True
                   and pg_intent.get("role") == "primary"
                   and pg.data.get("state") in ("crashed", "starting", "running"))
+    op = pg.data.get("operation")
+    if isinstance(op, dict) and op.get("name") == "restart" and pg.data.get("role") != "replica":
+        restarting = True  # a restart asked through the API, under the lock (lead_restarting)
     allowed, reason = may_hold_vip(intent_vip, pg.data.get("running") is True,
                                    pg.data.get("role"), now, deadline, margin, paused,
                                    restarting_in_place=restarting)

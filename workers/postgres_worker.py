@@ -22,7 +22,8 @@ from pgwarden.core.clock import mono
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import conffiles
 from pgwarden.postgres.basebackup import basebackup
-from pgwarden.postgres.datadir import clear_data_dir, data_dir_state, read_sysid
+from pgwarden.postgres.datadir import clear_data_dir, controldata, data_dir_state, read_sysid
+from pgwarden.postgres.lsn import parse_lsn_or_none
 from pgwarden.postgres.initdb import create_roles, initdb
 from pgwarden.postgres.process import Postmaster
 from pgwarden.postgres.promote import promote
@@ -38,7 +39,8 @@ SERVING_OPS = ("promote", "checkpoint")  # operations during which the server ke
 # Patroni's state strings after a failed operation (initdb/basebackup clean up after
 # themselves, so the data dir is empty again and the member can retry).
 FAILED_STATE = {"initdb": "initdb failed", "basebackup": "stopped", "start": "start failed",
-                "demote": "stopped", "stop": "stop failed", "rejoin": "start failed"}
+                "demote": "stopped", "stop": "stop failed", "rejoin": "start failed",
+                "restart": "restart failed", "reinitialize": "stopped"}
 START_TIMEOUT = 60.0
 
 
@@ -73,6 +75,18 @@ class PostgresWorker:
         self.epoch_done = 0
         self.slots_checked_at = 0.0
         self.last_pub: dict[str, Any] | None = None
+        self.last_lsn: int | None = None  # shutdown checkpoint LSN after a clean stop
+        # tokens of the operator's operations (intent pg.restart / pg.reinit / checkpoint),
+        # carried over from a previous incarnation of this worker so none runs twice
+        prev = ctx.shm.read("postgres").data
+        self.checkpoint_done = int(prev.get("checkpoint_done") or 0)
+        self.restart_done: dict[str, Any] = prev.get("restart_done") or {"token": 0}
+        self.reinit_done: dict[str, Any] = prev.get("reinit_done") or {"token": 0}
+        if not prev:
+            intent = self.ctx.intent().get("pg") or {}
+            # a fresh agent: tokens the supervisor already holds are not ours to replay
+            self.restart_done = {"token": int((intent.get("restart") or {}).get("token") or 0)}
+            self.reinit_done = {"token": int((intent.get("reinit") or {}).get("token") or 0)}
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -97,7 +111,8 @@ class PostgresWorker:
                     # right now, so report a fresh one at once rather than within a second
                     self.sampled_at = 0.0
                 try:
-                    self.converge(intent)
+                    if not self.operator_ops(intent.get("pg") or {}):
+                        self.converge(intent)
                 except PostgresError as e:
                     self._error(str(e))
                 else:
@@ -182,6 +197,25 @@ class PostgresWorker:
             self.last_error = f"status sample: {e}"
 
     # -- converging -------------------------------------------------------------------
+
+    def operator_ops(self, pg: dict[str, Any]) -> bool:
+        """Restart, reinitialize and the pre-switchover CHECKPOINT: operations the operator
+        (or a switchover) asked for by token. True if one was started."""
+        reinit = pg.get("reinit") or {}
+        if int(reinit.get("token") or 0) > int(self.reinit_done.get("token") or 0):
+            self.begin("reinitialize", lambda: self._reinitialize(int(reinit["token"])),
+                       state="stopping")
+            return True
+        restart = pg.get("restart") or {}
+        if int(restart.get("token") or 0) > int(self.restart_done.get("token") or 0):
+            self.begin("restart", lambda: self._restart(int(restart["token"])),
+                       state="restarting")
+            return True
+        token = int(pg.get("checkpoint_token") or 0)
+        if token > self.checkpoint_done and self.running() and self.status.get("role") == "primary":
+            self.begin("checkpoint", lambda: self._checkpoint(token))
+            return True
+        return False
 
     def converge(self, intent: dict[str, Any]) -> None:
         pg = intent.get("pg") or {}
@@ -354,6 +388,12 @@ class PostgresWorker:
         self.op.join()
         name, took = self.op_name, mono() - self.op_started
         self.op, self.op_name = None, None
+        if name == "restart" and self.restart_done.get("pending"):
+            self.restart_done = {"token": self.restart_done["pending"], "ok": not self.op_error,
+                                 "error": self.op_error}
+        if name == "reinitialize" and self.reinit_done.get("pending"):
+            self.reinit_done = {"token": self.reinit_done["pending"], "ok": not self.op_error,
+                                "error": self.op_error}
         if self.op_error:
             self._error(f"{name} failed: {self.op_error}")
             self.state = FAILED_STATE.get(name or "", self.state)
@@ -368,6 +408,7 @@ class PostgresWorker:
         self.expect_exit = False
         self.crashed_as_primary = False
         self.control_state = None
+        self.last_lsn = None
         self.pm.start()
         if not self.pm.wait_ready(START_TIMEOUT):
             raise PostgresError(f"PostgreSQL did not accept connections within {START_TIMEOUT:g} s")
@@ -385,6 +426,52 @@ class PostgresWorker:
         self.state = "stopped"
         self.status = {}
         self.control_state = None
+        self.last_lsn = self._shutdown_lsn()
+
+    def _shutdown_lsn(self) -> int | None:
+        """After a clean shutdown pg_control's latest checkpoint is the end of this server's
+        WAL: a switchover candidate that has received it has every committed write."""
+        try:
+            ctl = controldata(self.cfg.bin_dir, self.cfg.data_dir)
+        except Exception as e:  # noqa: BLE001 - reported, the switchover then waits a while
+            self.log.warning("cannot read pg_control after the stop: %s", e)
+            return None
+        if ctl.get("Database cluster state") not in ("shut down", "shut down in recovery"):
+            return None
+        return parse_lsn_or_none(ctl.get("Latest checkpoint location"))
+
+    def _fresh_postmaster(self) -> None:
+        """Within an operation: forget the stopped postmaster so the next start is clean."""
+        self.pm.poll()
+        self.pm.close()
+        self.pm = Postmaster(self.cfg.bin_dir, self.cfg.data_dir)
+        self.expect_exit = False
+        self.session.close()
+
+    def _restart(self, token: int) -> None:
+        """A restart asked through the API: same role, same files, new postmaster (applies
+        settings that need a restart). The supervisor keeps the lock meanwhile."""
+        self.restart_done = dict(self.restart_done, pending=token)
+        was_primary = self.status.get("role") == "primary"
+        if self.running():
+            self._stop("fast")
+        self._fresh_postmaster()
+        self.state = "restarting"
+        self._start()
+        self.log.info("restarted PostgreSQL%s on request", " (primary)" if was_primary else "")
+
+    def _reinitialize(self, token: int) -> None:
+        """Wipe this replica's data; the supervisor's next decision clones it afresh."""
+        self.reinit_done = dict(self.reinit_done, pending=token)
+        if self.running():
+            self._stop("immediate")
+        self._fresh_postmaster()
+        clear_data_dir(self.cfg.data_dir, remove_dir=False)
+        self.sysid = None
+        self.following = None
+        self.last_lsn = None
+        self.state = "stopped"
+        self.log.info("data directory removed for a reinitialize; cloning follows")
 
     def _bootstrap_new(self) -> None:
         initdb(self.cfg.bin_dir, self.cfg.data_dir, self.cfg.superuser)
@@ -411,12 +498,15 @@ class PostgresWorker:
         self.need_checkpoint = True
         self.slots_checked_at = 0.0  # replicas reconnect at once: have their slots ready
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, token: int = 0) -> None:
         """After a promotion pg_control keeps the old timeline until the next checkpoint,
-        and pg_rewind reads the new leader's timeline from pg_control: checkpoint now."""
+        and pg_rewind reads the new leader's timeline from pg_control: checkpoint now.
+        Before a switchover (`token`): so the shutdown checkpoint has little left to do."""
         with Session(self.conn, timeout=120.0) as session:
             session.query("CHECKPOINT")
         self.need_checkpoint = False
+        if token:
+            self.checkpoint_done = token
 
     def _demote(self, mode: str) -> None:
         """Stop writes now; the next converge brings the server back as a replica
@@ -459,6 +549,17 @@ class PostgresWorker:
             self._history_cache = (tl, read_history(self.cfg.data_dir, tl))
         return self._history_cache[1]
 
+    def _pending_reason(self, st: dict[str, Any]) -> dict[str, Any] | None:
+        """Patroni's pending_restart_reason: {param: {old_value, new_value}}."""
+        running = st.get("pending_restart_values")
+        if not st.get("pending_restart") or not isinstance(running, dict):
+            return None
+        try:
+            wanted = self._settings(None)
+        except Exception:  # noqa: BLE001 - the reason is informative only
+            wanted = {}
+        return {k: {"old_value": v, "new_value": wanted.get(k)} for k, v in sorted(running.items())}
+
     def publish(self) -> None:
         st = self.status
         # "running" means: the postmaster lives AND answered the last sample, so its role
@@ -484,7 +585,12 @@ class PostgresWorker:
             "last_error": self.last_error,
             "sampled_at": self.sampled_at,
             "epoch_done": self.epoch_done,
-            "pending_restart": False,
+            "pending_restart": bool(st.get("pending_restart")),
+            "pending_restart_reason": self._pending_reason(st),
+            "checkpoint_done": self.checkpoint_done,
+            "restart_done": self.restart_done,
+            "reinit_done": self.reinit_done,
+            "last_lsn": self.last_lsn,
             "timeline_history": self._timeline_history(st),
         }
         if data != self.last_pub:

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pgwarden.core.shm import shm_path
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
@@ -118,6 +120,29 @@ def test_dcs_keys_are_patronis(cluster: LoopbackCluster) -> None:
         assert m["state"] == "running"
         assert m["role"] == ("primary" if name == primary else "replica")
         assert isinstance(m["xlog_location"], int) and isinstance(m["timeline"], int)
+
+
+def test_metrics_endpoint_answers_on_every_member(cluster: LoopbackCluster) -> None:
+    primary = _healthy(cluster)
+    assert primary is not None
+    for name, node in cluster.nodes.items():
+        with urllib.request.urlopen(node.api + "/metrics", timeout=5) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            text = r.read().decode()
+        every = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        assert all((s.labels["scope"], s.labels["name"]) == (cluster.scope, name) for s in every)
+        samples = {s.name: s for s in every if len(s.labels) == 2}  # the per-node series
+        up = {s.labels["worker"]: s.value for s in every if s.name == "pgwarden_worker_up"}
+        assert len(up) >= 5 and set(up.values()) == {1.0}, up
+        assert any(s.name == "pgwarden_decisions_total" and s.value >= 1 for s in every)
+        is_primary = 1.0 if name == primary else 0.0
+        assert samples["patroni_postgres_running"].value == 1.0
+        assert samples["patroni_primary"].value == is_primary
+        assert samples["patroni_replica"].value == 1.0 - is_primary
+        assert samples["pgwarden_lease_holder"].value == is_primary
+        assert 0 < samples["pgwarden_lease_seconds_remaining"].value <= cluster.ttl
+        assert samples["patroni_postgres_timeline"].value >= 1
 
 
 def test_worker_killed_is_restarted_and_the_cluster_keeps_its_primary(

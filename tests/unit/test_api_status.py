@@ -153,8 +153,13 @@ def test_primary_body_has_patronis_fields() -> None:
             "version": __version__,
             "decision_reason": "no action: I am (n1), the leader with the lock",
             "vip_held": True,
+            "vip_holder": "n1",
             "lease_deadline_in": 25.0,
+            "watchdog_mode": "automatic",
             "watchdog_armed": True,
+            "watchdog_since_feed": 1.0,
+            "watchdog_reason": None,
+            "worker_restarts": {},
         },
     }
 
@@ -231,6 +236,82 @@ def test_pause_watchdog_and_pending_restart_flags() -> None:
     assert b["pgwarden"]["watchdog_armed"] is False
     plain = body(snap())
     assert not {"pause", "watchdog_failed", "pending_restart"} & set(plain)
+
+
+def workers(**restarts: int) -> dict[str, Any]:
+    return {n: {"pid": 100 + i, "restarts": restarts.get(n, 0), "last_restart": None, "alive": True}
+            for i, n in enumerate(("lease", "postgres", "api", "watchdog", "network"))}
+
+
+def test_fencing_state_of_a_replica_not_fed() -> None:
+    sup = supervisor()
+    sup["workers"] = workers(lease=2, watchdog=1)
+    s = snap(pg_replica(), supervisor=sup, lease=lease(holds=False, deadline_in=-2.5),
+             watchdog={"mode": "required", "device": "/dev/watchdog", "armed": False,
+                       "timeout": None, "last_feed": NOW - 42.0, "failed": False,
+                       "reason": "not feeding the watchdog: lease deadline too close"},
+             network={"vip": "10.0.0.100", "interface": "eth0", "held": False})
+    pw = body(s, make_config("n2"))["pgwarden"]
+    assert pw["watchdog_mode"] == "required" and pw["watchdog_armed"] is False
+    assert pw["watchdog_since_feed"] == 42.0
+    assert pw["watchdog_reason"] == "not feeding the watchdog: lease deadline too close"
+    assert pw["lease_deadline_in"] == -2.5  # expired: negative, not hidden
+    assert pw["vip_held"] is False and pw["vip_holder"] == "n1"  # the leader key's holder
+    assert pw["worker_restarts"] == {"api": 0, "lease": 2, "network": 0, "postgres": 0,
+                                     "watchdog": 1}
+
+
+@pytest.mark.parametrize("network,leader,holder", [
+    ({"vip": "10.0.0.100", "held": True}, "n1", "n1"),
+    ({"vip": "10.0.0.100", "held": False}, "n2", "n2"),
+    ({"vip": "10.0.0.100", "held": False}, "n1", None),  # our key, VIP not up yet: no one
+    ({"vip": "10.0.0.100", "held": False}, None, None),
+    ({"vip": None, "held": False}, "n1", None),  # no VIP configured
+    ({}, "n2", None),  # network section torn or never published
+])
+def test_vip_holder_as_far_as_known(network: dict[str, Any], leader: str | None,
+                                    holder: str | None) -> None:
+    s = snap(network=network, lease=lease(holds=leader == "n1", leader=leader))
+    assert body(s)["pgwarden"]["vip_holder"] == holder
+
+
+def test_unknown_fencing_facts_are_null() -> None:
+    ls = lease()
+    ls["lease_deadline"] = 0.0  # the lease worker never held a lease
+    s = snap(lease=ls, watchdog={}, supervisor={**supervisor(), "workers": "garbage"})
+    pw = body(s)["pgwarden"]
+    assert (pw["lease_deadline_in"], pw["watchdog_mode"], pw["watchdog_since_feed"]) == (None, None, None)
+    assert pw["watchdog_armed"] is False and pw["worker_restarts"] == {}
+
+
+@pytest.mark.parametrize("mode,sync_standby,field", [
+    (True, "n2", "sync_standby"),
+    ("on", "N1,n2", "sync_standby"),  # case-insensitive, like synchronous_standby_names
+    ("quorum", "n2", "quorum_standby"),
+    (False, "n2", None),  # /sync left over from an earlier synchronous_mode
+    (True, "n3", None),
+])
+def test_sync_and_quorum_standby_flags(mode: Any, sync_standby: str, field: str | None) -> None:
+    ls = lease(holds=False)
+    ls["cluster"]["config"]["value"]["synchronous_mode"] = mode
+    ls["cluster"]["sync"] = {"value": {"leader": "n1", "sync_standby": sync_standby}, "version": 5}
+    b = body(snap(pg_replica(), lease=ls), make_config("n2"))
+    flags = {k for k in ("sync_standby", "quorum_standby") if k in b}
+    assert flags == ({field} if field else set())
+    if field:
+        assert b[field] is True
+
+
+def test_sync_flag_only_on_a_queryable_replica() -> None:
+    ls = lease()
+    ls["cluster"]["config"]["value"]["synchronous_mode"] = True
+    ls["cluster"]["sync"] = {"value": {"leader": "n1", "sync_standby": "n1"}, "version": 5}
+    assert "sync_standby" not in body(snap(lease=ls))  # the primary is not its own standby
+
+
+def test_failsafe_active_flag_follows_the_supervisor() -> None:
+    assert body(snap(supervisor={**supervisor(), "failsafe_active": True}))["failsafe_mode_is_active"] is True
+    assert "failsafe_mode_is_active" not in body(snap())
 
 
 def test_pause_falls_back_to_the_dcs_config() -> None:

@@ -172,6 +172,60 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
 ]
 
 
+def with_failover(cl: ClusterView, **value: Any) -> ClusterView:
+    return replace(cl, failover=Versioned(value, 7))
+
+
+PAUSED = DynamicConfig(pause=True)
+SWITCH_TO_N2 = with_failover(cluster(), leader="n1", member="n2")
+NO_LEADER_SWITCH = with_failover(cluster(leader=None, members=[member("n1", "replica", "stopped"),
+                                                                  member("n2"), member("n3")],
+                                          optime=100), leader="n1", member="n2")
+
+CASES += [
+    ("paused, no DCS view",
+     snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False), state="primary",
+          no_cluster=True, dynamic=PAUSED),
+     {"pg_role": "none", "watchdog": "disarmed", "lock_want": True}),
+    ("handing over, PostgreSQL stopped",
+     snap("n1", cl=SWITCH_TO_N2, pg=replace(STOPPED, last_lsn=250), lease=HOLDING,
+          memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
+     {"lock_want": False, "release_lsn": 250, "state": "replica", "pg_role": "stopped"}),
+    ("holding the lock as primary, a switchover is due",
+     snap("n1", cl=SWITCH_TO_N2, pg=PRIMARY, lease=HOLDING, state="primary"),
+     {"pg_role": "primary", "checkpoint_token": 1, "vip": True, "lock_want": True,
+      "state": "handing_over"}),
+    ("handing over, PostgreSQL stopping",
+     snap("n1", cl=cluster(), pg=replace(PRIMARY, operation="stop"), lease=HOLDING,
+          memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
+     {"pg_role": "stopped", "vip": False, "lock_want": True}),
+    ("holding the lock, PostgreSQL restarting on request",
+     snap("n1", pg=replace(STOPPED, operation="restart"), lease=HOLDING, state="primary"),
+     {"pg_role": "none", "lock_want": True, "vip": True}),
+    ("paused, holding the lock as primary",
+     snap("n1", pg=PRIMARY, lease=HOLDING, state="primary", dynamic=PAUSED),
+     {"pg_role": "none", "lock_want": True, "watchdog": "disarmed"}),
+    ("paused, holding the lock, PostgreSQL not running",
+     snap("n1", pg=STOPPED, lease=HOLDING, state="primary", dynamic=PAUSED),
+     {"pg_role": "none", "lock_want": False, "watchdog": "disarmed"}),
+    ("paused, running as primary, no leader",
+     snap("n1", cl=cluster(leader=None), pg=PRIMARY, state="primary", dynamic=PAUSED),
+     {"pg_role": "none", "lock_want": True, "acquire_token": 1, "state": "primary"}),
+    ("paused",
+     snap("n2", cl=cluster(leader=None), dynamic=PAUSED),
+     {"pg_role": "none", "lock_want": False}),
+    ("no leader, a switchover names me, I have its last WAL",
+     snap("n2", cl=NO_LEADER_SWITCH, state="replica"),
+     {"lock_want": True, "acquire_token": 1, "pg_role": "replica"}),
+    ("no leader, a switchover names me, WAL still arriving",
+     snap("n2", cl=replace(NO_LEADER_SWITCH, status=Versioned({"optime": 150}, 2)),
+          state="replica"),
+     {"lock_want": False, "pg_role": "replica", "state": "candidate"}),
+    ("no leader, a switchover names another member",
+     snap("n3", cl=NO_LEADER_SWITCH, pg=replace(REPLICA, wal_position=100), state="replica"),
+     {"lock_want": False, "pg_role": "none"}),
+]
+
 @pytest.mark.parametrize("condition,s,expected", CASES, ids=[c[0] for c in CASES])
 def test_row(condition: str, s: Snapshot, expected: dict[str, Any]) -> None:
     assert matching_transition(s).condition == condition
@@ -290,3 +344,53 @@ def test_next_deadline_is_the_race_settle_time_or_the_demotion_deadline() -> Non
     s = snap("n1", pg=PRIMARY, lease=HOLDING, state="primary")
     assert next_deadline(s) == margin_deadline(s) == NOW + 20 - 5 - 1
     assert next_deadline(snap("n2")) is None
+
+
+def test_switchover_checkpoint_then_stop() -> None:
+    """Phase 1 asks for a CHECKPOINT; once it is done, phase 2 drops the VIP and stops."""
+    s = snap("n1", cl=SWITCH_TO_N2, pg=PRIMARY, lease=HOLDING, state="primary")
+    d1 = decide(s)
+    assert d1.memory.handover == "checkpoint" and d1.pg_role == "primary"
+    s2 = replace(s, memory=d1.memory, pg=replace(PRIMARY, checkpoint_done=1), vip_held=True)
+    d2 = decide(s2)
+    assert d2.memory.handover == "stop" and not d2.vip
+    assert d2.pg_role == "none", "the VIP goes before PostgreSQL stops (rule 2)"
+    d3 = decide(replace(s2, memory=d2.memory, vip_held=False))
+    assert d3.pg_role == "stopped" and d3.stop_mode == "fast" and d3.lock_want
+
+
+def test_switchover_to_a_lagging_candidate_clears_the_key() -> None:
+    cl = with_failover(cluster(members=[member("n1", "primary", xlog=10**8), member("n2", xlog=1),
+                                        member("n3")]), leader="n1", member="n2")
+    d = decide(snap("n1", cl=cl, pg=replace(PRIMARY, wal_position=10**8), lease=HOLDING,
+                    state="primary"))
+    assert d.action == "lead"
+    assert d.ops and d.ops[-1][0] == "clear_failover" and "lags" in str(d.ops[-1][1]["why"])
+
+
+def test_scheduled_switchover_waits_for_its_time() -> None:
+    cl = with_failover(cluster(), leader="n1", member="n2",
+                       scheduled_at="2030-01-01T00:00:00+00:00")
+    s = snap("n1", cl=cl, pg=PRIMARY, lease=HOLDING, state="primary", wall=1.7e9)
+    assert decide(s).action == "lead" and not decide(s).ops
+    late = replace(s, wall=1.9e9)
+    assert decide(late).action == "handover"
+
+
+def test_new_leader_clears_the_done_switchover() -> None:
+    cl = with_failover(cluster(leader="n2", members=[member("n2", "primary"), member("n1")]),
+                       leader="n1", member="n2")
+    d = decide(snap("n2", cl=cl, pg=PRIMARY, lease=HOLDING, state="primary"))
+    assert ("clear_failover", {"version": 7, "why": "the switchover to me is done"}) in d.ops
+
+
+def test_manual_failover_key_without_leader_makes_the_leader_hand_over() -> None:
+    cl = with_failover(cluster(), member="n3")
+    assert decide(snap("n1", cl=cl, pg=PRIMARY, lease=HOLDING, state="primary")).action == \
+        "handover"
+
+
+def test_waiting_for_candidate_ends_after_the_handover_timeout() -> None:
+    s = snap("n3", cl=NO_LEADER_SWITCH, memory=Memory(state="candidate", since=NOW - 60,
+                                                    leader_gone_at=NOW - 31))
+    assert decide(s).action != "wait_for_switchover"

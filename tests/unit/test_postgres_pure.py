@@ -48,8 +48,9 @@ def test_primary_sample_shape() -> None:
     assert out["replication"] == [{k: v for k, v in rep[0].items() if k != "extra"}]
     assert out["sysid"] == "7714616560370616734"
     assert out["pending_restart"] is False and out["pending_restart_params"] == []
-    pending = status.from_row(_row(pending=["max_connections"]))
+    pending = status.from_row(_row(pending={"max_connections": "100"}))
     assert pending["pending_restart"] and pending["pending_restart_params"] == ["max_connections"]
+    assert pending["pending_restart_values"] == {"max_connections": "100"}
 
 
 def test_streaming_replica_sample_shape() -> None:
