@@ -1,6 +1,8 @@
 """Timing rules every process must agree on (one source, so actuators and the brain match)."""
 from __future__ import annotations
 
+from typing import Any
+
 from pgwarden.core.config_model import Config, DynamicConfig
 
 
@@ -34,3 +36,15 @@ def demote_lead(margin: float) -> float:
     """How long before `lease_deadline - safety_margin` a primary that cannot renew starts
     demoting, so it stops cleanly before the watchdog (fed until then) would reset it."""
     return min(1.0, margin / 2)
+
+
+def authority_deadline(lease: dict[str, Any]) -> float:
+    """Until when this node may act as the leader, from the lease section: the etcd lease's
+    deadline, or later while failsafe mode holds it up (every listed member accepted our
+    ping, and none of them races for `ttl` after receiving it). 0.0 when unknown."""
+    best = 0.0
+    for key in ("lease_deadline", "failsafe_deadline"):
+        v = lease.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v > best:
+            best = float(v)
+    return best

@@ -126,6 +126,10 @@ class DCS(abc.ABC):
         """Overwrite the status key (written by the leader only, when changed)."""
 
     @abc.abstractmethod
+    def set_failsafe(self, value: dict[str, Any]) -> None:
+        """Overwrite the failsafe key ({name: api_url}; written by the leader only)."""
+
+    @abc.abstractmethod
     def delete_cluster(self) -> None:
         """Delete every key under the prefix (pgwardenctl remove)."""
 

@@ -33,6 +33,7 @@ from pgwarden.dcs.base import DCS
 from pgwarden.dcs.model import (
     KEY_CONFIG,
     KEY_FAILOVER,
+    KEY_FAILSAFE,
     KEY_HISTORY,
     KEY_INITIALIZE,
     KEY_LEADER,
@@ -364,6 +365,9 @@ class Etcd3DCS(DCS):
 
     def set_status(self, value: dict[str, Any]) -> None:
         self._put_plain("status write", KEY_STATUS, dumps(value))
+
+    def set_failsafe(self, value: dict[str, Any]) -> None:
+        self._put_plain("failsafe write", KEY_FAILSAFE, dumps(value))
 
     def delete_cluster(self) -> None:
         start = _b(self.prefix)

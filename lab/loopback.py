@@ -103,6 +103,8 @@ class LoopbackCluster:
     safety_margin: int = 3
     postgres_user_nodes: tuple[str, ...] = ()  # run these agents as the postgres OS user
     extra_dcs: dict[str, Any] = field(default_factory=dict)
+    # per-node postgresql.* additions (e.g. callbacks): {node name: {...}}
+    postgresql_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     etcd: EtcdProcess | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
 
@@ -138,6 +140,7 @@ class LoopbackCluster:
             data_dir=node.data_dir, etcd_hosts=[self.etcd.endpoint],
             ttl=self.ttl, loop_wait=self.loop_wait, retry_timeout=self.retry_timeout,
             dcs_extra=self.extra_dcs,
+            postgresql_extra=self.postgresql_extra.get(node.name),
             pg_parameters={"shared_buffers": "16MB", "fsync": "off", "wal_keep_size": "64MB",
                            # a SIGKILLed postmaster leaves its DSM segments in its data dir,
                            # not in the machine-wide /dev/shm

@@ -78,6 +78,7 @@ class Agent:
         self.memory = Memory(since=mono())
         self.ledger = OpsLedger()
         self.requests = LocalRequests()
+        self.failsafe_active = False
         self.decision_counts: dict[str, int] = {}
         self.durations: dict[str, dict[str, float]] = {}
         self._promotion: tuple[str, float] | None = None  # (failover|switchover, started mono)
@@ -246,6 +247,7 @@ class Agent:
         snap = build_snapshot(self.cfg, dynamic, sections, self.memory, dict(self.ledger.states),
                               mono(), mono_ns(), self.shutdown, wall())
         self._take_requests(sections, snap.cluster, dynamic.pause)
+        self.failsafe_active = sections["lease"].data.get("failsafe_active") is True
         d = decide(snap)
         self._count(d, snap.cluster)
         self.next_deadline = next_deadline(replace(snap, memory=d.memory))
@@ -339,6 +341,7 @@ class Agent:
             "shutdown": self.shutdown,
             "started_at": self.started_at,
             "last_cycle": mono(),
+            "failsafe_active": self.failsafe_active,
             "decision_counts": dict(self.decision_counts),
             "durations": {k: dict(v) for k, v in self.durations.items()},
             **self.requests.published(),

@@ -18,6 +18,12 @@ def eligibility_problem(s: Snapshot) -> str | None:
         return "I am tagged nofailover (or failover_priority 0)"
     if s.watchdog_required_failed:
         return "the watchdog is required but not usable"
+    listed = s.cluster.failsafe.value if s.cluster is not None else None
+    if s.dynamic.failsafe_mode and isinstance(listed, dict) and listed and s.name not in listed:
+        return "failsafe mode is on and I am not listed in the failsafe key"
+    refused = s.pg.promote_refused_at
+    if refused is not None and s.now - refused < s.dynamic.ttl:
+        return "my pre_promote script refused a promotion less than ttl ago"
     if s.pg.data_dir_state != "initialized":
         return "I have no data directory to promote"
     if s.pg.wal_position is None:

@@ -5,7 +5,7 @@ from typing import Any
 
 from pgwarden.core.config_model import Config, DynamicConfig
 from pgwarden.core.shm import SectionView
-from pgwarden.core.timing import demote_lead, safety_margin, stale_after
+from pgwarden.core.timing import authority_deadline, demote_lead, safety_margin, stale_after
 from pgwarden.dcs.model import ClusterView
 from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
 
@@ -32,6 +32,8 @@ def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
         epoch_done=d.get("epoch_done", 0),
         checkpoint_done=int(d.get("checkpoint_done") or 0),
         last_lsn=d.get("last_lsn") if isinstance(d.get("last_lsn"), int) else None,
+        promote_refused_at=float(d["promote_refused_at"])
+        if isinstance(d.get("promote_refused_at"), (int, float)) else None,
     )
 
 
@@ -39,7 +41,7 @@ def lease_view(v: SectionView, now_ns: int, max_age: float) -> LeaseView:
     d = v.data
     return LeaseView(
         connected=bool(d.get("connected")),
-        lease_deadline=float(d.get("lease_deadline") or 0.0),
+        lease_deadline=authority_deadline(d),  # failsafe mode may extend the lease
         holds_leader=bool(d.get("holds_leader")),
         acquire_token_done=int(d.get("acquire_token_done") or 0),
         acquire_result=bool(d.get("acquire_result")),
@@ -99,7 +101,20 @@ def build_snapshot(cfg: Config, dynamic: DynamicConfig, sections: dict[str, Sect
         and fresh(sections["network"], now_ns, stale),
         race_settle=min(1.0, dynamic.ttl / 10),
         wall=wall,
+        failsafe_leader=failsafe_leader(sections.get("api"), now, dynamic),
     )
+
+
+def failsafe_leader(api: SectionView | None, now: float, dynamic: DynamicConfig) -> str | None:
+    """The primary that pinged us through POST /failsafe less than ttl ago, if any: we
+    promised it not to race until then (workers/failsafe.py)."""
+    if api is None or api.torn or not dynamic.failsafe_mode:
+        return None
+    ping = api.data.get("failsafe_ping")
+    if not isinstance(ping, dict) or not isinstance(ping.get("at"), (int, float)):
+        return None
+    name = ping.get("name")
+    return name if isinstance(name, str) and now - float(ping["at"]) < dynamic.ttl else None
 
 
 def _priority(tags: dict[str, Any]) -> int:

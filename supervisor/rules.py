@@ -28,7 +28,9 @@ from pgwarden.supervisor.rules_ops import (
     act_paused_take_lock,
     act_wait_candidate,
     act_wait_catch_up,
+    act_wait_failsafe,
     clear_ops,
+    failsafe_hold,
     handover_stopped,
     handover_timeout,
     may_take_over_as_candidate,
@@ -237,6 +239,13 @@ def act_release_pg_down(s: Snapshot) -> Decision:
               "I hold the leader key but PostgreSQL is not running and I am not the running "
               "primary: releasing it for a healthy member",
               pg_role="none", lock_want=False, vip=False)
+
+
+def act_release_pre_promote(s: Snapshot) -> Decision:
+    return _d(s, "release_lock_pre_promote", "replica",
+              "the pre_promote script refused the promotion: releasing the leader key and "
+              "staying out of the race for ttl",
+              pg_role="replica", leader=None, lock_want=False, vip=False)
 
 
 def act_arm_watchdog(s: Snapshot) -> Decision:
@@ -493,6 +502,11 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "holding the lock, the required watchdog is not usable",
                lambda s: i_hold_lock(s) and s.watchdog_required_failed,
                "release_lock_no_watchdog", "replica", act_no_watchdog),
+    Transition(ALIVE, "holding the lock, pre_promote refused the promotion",
+               lambda s: i_hold_lock(s) and not pg_is_primary(s)
+               and s.pg.promote_refused_at is not None
+               and s.now - s.pg.promote_refused_at < s.dynamic.ttl,
+               "release_lock_pre_promote", "replica", act_release_pre_promote),
     Transition(ALIVE, "holding the lock, replica, watchdog not armed yet",
                lambda s: i_hold_lock(s) and not pg_is_primary(s) and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog),
@@ -536,6 +550,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                "wait_for_bootstrap", "init", act_wait_bootstrap),
     Transition(ALIVE, "no leader and no data", data_empty,
                "wait_for_leader", "init", act_wait_leader_to_clone),
+    Transition(ALIVE, "no leader, a failsafe primary pinged me less than ttl ago",
+               failsafe_hold, "wait_for_failsafe_leader", "replica", act_wait_failsafe),
     Transition(ALIVE, "no leader, a switchover names me, I have its last WAL",
                may_take_over_as_candidate,
                "acquire_lock_switchover", "candidate", act_acquire_switchover),

@@ -204,6 +204,20 @@ def act_wait_candidate(s: Snapshot) -> Decision:
                   else "replica"))
 
 
+# -- failsafe ---------------------------------------------------------------------------
+
+
+def failsafe_hold(s: Snapshot) -> bool:
+    """No leader key, but a primary pinged us in failsafe mode less than ttl ago."""
+    return _no_leader(s) and s.failsafe_leader not in (None, s.name) and not _pg_primary(s)
+
+
+def act_wait_failsafe(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_failsafe_leader", "replica" if s.memory.state != "init" else "init",
+              f"{s.failsafe_leader} runs as the primary in failsafe mode and I accepted its "
+              "ping: not racing for the leader key", pg_role="none")
+
+
 # -- pause ------------------------------------------------------------------------------
 
 

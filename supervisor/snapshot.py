@@ -33,6 +33,7 @@ class PgView:
     epoch_done: int = 0
     checkpoint_done: int = 0  # the last pre-switchover CHECKPOINT token the worker finished
     last_lsn: int | None = None  # a cleanly stopped server's shutdown checkpoint LSN
+    promote_refused_at: float | None = None  # mono: pre_promote failed (stay out a ttl)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Snapshot:
     vip_held: bool = False  # the network worker reports the VIP on this host
     race_settle: float = 1.0  # seconds to let peers refresh their WAL position before a race
     wall: float = 0.0  # epoch seconds (scheduled switchovers are wall-clock times)
+    failsafe_leader: str | None = None  # a primary whose failsafe ping we accepted < ttl ago
 
 
 @dataclass(frozen=True)

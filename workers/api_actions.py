@@ -49,13 +49,15 @@ class RequestChannel:
         self.base: dict[str, Any] = {}
         self.ids = itertools.count(1)
         self.prefix = f"{os.getpid()}-{int(time.time() * 1000)}"
+        self.failsafe_ping: dict[str, Any] | None = None  # the last POST /failsafe accepted
 
     def publish(self, base: dict[str, Any] | None = None) -> None:
         """Publish the api section: the worker's own fields plus the open requests."""
         with self.lock:
             if base is not None:
                 self.base = dict(base)
-            self.app.shm.publish("api", dict(self.base, requests=list(self.items)))
+            self.app.shm.publish("api", dict(self.base, requests=list(self.items),
+                                             failsafe_ping=self.failsafe_ping))
 
     def submit(self, kind: str, args: dict[str, Any]) -> str:
         rid = f"{self.prefix}-{next(self.ids)}"
@@ -331,6 +333,42 @@ class Actions:
         value = view.history.value if isinstance(view.history.value, list) else []
         return json_response(200, value)
 
+    # -- failsafe -----------------------------------------------------------------------
+
+    def _failsafe_on(self) -> bool:
+        return self.dynamic().get("failsafe_mode") is True
+
+    def get_failsafe(self, request: "Request") -> "Response":
+        from pgwarden.workers.api_server import json_response, text_response
+
+        if not self._failsafe_on():
+            return text_response(502, "failsafe mode is not enabled")
+        view = self.cached()
+        value = view.failsafe.value if view is not None else None
+        return json_response(200, value if isinstance(value, dict) else {})
+
+    def post_failsafe(self, request: "Request") -> "Response":
+        """A primary that lost the DCS asks us not to race: accept unless we are a primary
+        ourselves. The supervisor keeps us out of the race for ttl after this."""
+        from pgwarden.workers.api_server import text_response
+
+        body = request.json_object()
+        if not self._failsafe_on():
+            return text_response(502, "failsafe mode is not enabled")
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            return text_response(400, "the body must name the pinging member: {\"name\": ...}")
+        pg = self.app.shm.read("postgres").data
+        if pg.get("running") and pg.get("role") == "primary" and name != self.app.config.name:
+            return text_response(500, "Running as a leader")
+        with self.channel.lock:
+            self.channel.failsafe_ping = {"name": name, "at": self.app.clock(),
+                                          "api_url": body.get("api_url"),
+                                          "conn_url": body.get("conn_url")}
+        self.channel.publish()
+        self.poke()
+        return text_response(200, "Accepted")
+
     # -- local operations ---------------------------------------------------------------
 
     def _local(self, kind: str, args: dict[str, Any], wait: float) -> "Response":
@@ -424,4 +462,6 @@ def action_routes(app: "ApiApp") -> dict[tuple[str, str], Callable[..., Any]]:
         ("DELETE", "/restart"): actions.delete_restart,
         ("POST", "/reload"): actions.post_reload,
         ("POST", "/reinitialize"): actions.post_reinitialize,
+        ("GET", "/failsafe"): actions.get_failsafe,
+        ("POST", "/failsafe"): actions.post_failsafe,
     }

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pgwarden.core.config_model import Config
+from pgwarden.core.timing import authority_deadline
 from pgwarden.core.shm import SectionView
 from pgwarden.core.version import PATRONI_COMPAT_VERSION, __version__
 from pgwarden.dcs.model import ClusterView
@@ -146,11 +147,14 @@ def dcs_view(snap: Snapshot, now: float, ttl: int) -> ClusterView | None:
 
 
 def holds_leader(snap: Snapshot, view: ClusterView | None, name: str, now: float) -> bool:
-    """We hold the leader key: the lease worker says so, the view agrees, the lease is live."""
+    """We hold the leader key: the lease worker says so, the view agrees, and the lease (or
+    failsafe mode) still covers us beyond the safety margin: past that instant rule 1 has the
+    node stop answering as primary, and so does its health check."""
     if view is None or view.leader != name or snap.lease.get("holds_leader") is not True:
         return False
-    deadline = as_number(snap.lease.get("lease_deadline"))
-    return deadline is None or deadline > now
+    deadline = authority_deadline(snap.lease)
+    margin = as_number(snap.supervisor.get("safety_margin")) or 0.0
+    return deadline == 0.0 or deadline - margin > now
 
 
 def node_status(snap: Snapshot, now: float, config: Config) -> NodeStatus:

@@ -12,6 +12,7 @@ created on an explicit acquire token (rule 4: promotion follows a decision to ra
 from __future__ import annotations
 
 import signal
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -21,6 +22,7 @@ from pgwarden.core.timing import renew_interval
 from pgwarden.dcs.base import DCS
 from pgwarden.dcs.model import ClusterView, cluster_prefix
 from pgwarden.postgres.timeline_history import history_key_value
+from pgwarden.workers import failsafe
 from pgwarden.workers.context import WorkerContext
 from pgwarden.workers.member_data import member_data
 
@@ -60,6 +62,14 @@ class LeaseWorker:
         self.status_at = 0.0
         self.last_published: dict[str, Any] | None = None
         self.watching = False
+        # failsafe mode (workers/failsafe.py): rounds of pings run in a thread of their own
+        self.failsafe_deadline = 0.0
+        self.failsafe_active = False
+        self.failsafe_note: str | None = None
+        self.failsafe_round_at = 0.0
+        self.failsafe_thread: threading.Thread | None = None
+        self.last_failsafe_key: dict[str, str] | None = None
+        self.publish_lock = threading.Lock()
 
     def _dynamic(self) -> dict[str, Any]:
         return self.ctx.shm.read("supervisor").data.get("dynamic") or {}
@@ -119,14 +129,19 @@ class LeaseWorker:
                 self.touch_member()
                 self.write_status()
                 self.write_history()
+                self.write_failsafe()
                 self.connected = True
                 self.last_error = None
+                if self.failsafe_active:
+                    self.ctx.log.info("the DCS is back: failsafe mode no longer needed")
+                self.failsafe_active, self.failsafe_deadline = False, 0.0
             except DCSError as e:
                 if self.connected or self.last_error != str(e):
                     self.ctx.log.warning("DCS call failed: %s", e)
                 self.connected = False
                 self.last_error = str(e)
                 next_renew = min(next_renew, mono() + 0.5)
+                self.maybe_failsafe_round()
             self.publish()
             wait = max(0.05, min(next_renew - mono(), 1.0))
             self.ctx.wakeups.wait("lease", wait)
@@ -163,12 +178,20 @@ class LeaseWorker:
             self.renewed_at = sent
         else:
             self.ctx.log.warning("my DCS lease expired: granting a new one")
+            kept_by_failsafe = self.holds and self.failsafe_deadline > mono()
             self.lease_ok = False
             self.holds = False
             sent = mono()
             self.dcs.grant_lease()
             self.lease_ok, self.renewed_at = True, sent
             self.last_member = None
+            if kept_by_failsafe:
+                # every member promised not to race: take the key back on the new lease
+                # (ensure_leader re-creates it if absent, and says False if anyone has it)
+                self.holds = self.dcs.ensure_leader(self.name)
+                self.leader_checked_at = sent
+                self.ctx.log.info("leader key %s after the failsafe period",
+                                  "re-created" if self.holds else "lost")
         if self.holds:
             self.holds = self.dcs.ensure_leader(self.name)
             self.leader_checked_at = sent
@@ -295,7 +318,70 @@ class LeaseWorker:
             self.dcs.set_history(value)
             self.last_history = value
 
+    # -- failsafe mode ----------------------------------------------------------------
+
+    def _failsafe_mode(self) -> bool:
+        return bool(self._dynamic().get("failsafe_mode"))
+
+    def write_failsafe(self) -> None:
+        """The leader keeps `failsafe` = {name: api_url} of the members, as Patroni does."""
+        if not self.holds or self.view is None:
+            return
+        want = failsafe.topology(self.view) if self._failsafe_mode() else {}
+        have = failsafe.listed(self.view)
+        if want != have and want != self.last_failsafe_key:
+            self.dcs.set_failsafe(want)
+            self.last_failsafe_key = want
+
+    def maybe_failsafe_round(self) -> None:
+        """DCS unreachable while holding the key: ask every listed member to confirm."""
+        pg = self.ctx.shm.read("postgres").data
+        if not (self.holds and self._failsafe_mode() and pg.get("role") == "primary"
+                and pg.get("running")):
+            return
+        peers = failsafe.listed(self.view)
+        if self.name not in peers:
+            self.failsafe_note = "not listed in the failsafe key: failsafe does not apply"
+            return
+        if self.failsafe_thread is not None and self.failsafe_thread.is_alive():
+            return
+        if mono() - self.failsafe_round_at < min(1.0, self._renew_interval()):
+            return
+        self.failsafe_round_at = sent = mono()
+        me = self.view.members.get(self.name) if self.view else None
+        body = {"name": self.name, "conn_url": me.conn_url if me else None,
+                "api_url": peers[self.name], "slots": {}}
+        others = {n: u for n, u in peers.items() if n != self.name}
+        timeout = float(self._dynamic().get("failsafe_timeout") or 2)
+
+        def round_() -> None:
+            ok, results = failsafe.ping_all(self.ctx.config, others, body, timeout)
+            if ok:
+                self.failsafe_deadline = max(self.failsafe_deadline, sent + self.ttl)
+                if not self.failsafe_active:
+                    self.ctx.log.warning(
+                        "DCS is not accessible: continuing as the leader because failsafe "
+                        "mode is enabled and all %d other members accepted", len(others))
+                self.failsafe_active = True
+                # now, not after the main loop's next DCS call (which blocks while the DCS
+                # is out): the supervisor must see the extended deadline before its margin
+                self.publish()
+            else:
+                bad = ", ".join(f"{n}: {r}" for n, r in sorted(results.items()) if r != "accepted")
+                if self.failsafe_active or self.failsafe_note != bad:
+                    self.ctx.log.warning("failsafe round failed (%s): the lease deadline "
+                                         "stands", bad)
+                self.failsafe_active, self.failsafe_note = False, bad
+            self.ctx.wakeups.poke("lease")
+
+        self.failsafe_thread = threading.Thread(target=round_, name="failsafe", daemon=True)
+        self.failsafe_thread.start()
+
     def publish(self, force: bool = False) -> None:
+        with self.publish_lock:  # the failsafe thread publishes too: one writer at a time
+            self._publish(force)
+
+    def _publish(self, force: bool) -> None:
         data = {
             "connected": self.connected,
             "last_error": self.last_error,
@@ -311,6 +397,8 @@ class LeaseWorker:
             "cluster_at": self.view_at if self.view else None,
             "dcs_last_seen": self.dcs_last_seen,
             "ops_done": dict(self.ops_done),
+            "failsafe_deadline": self.failsafe_deadline if self.failsafe_active else 0.0,
+            "failsafe_active": self.failsafe_active,
         }
         # cluster_at moves every loop; compare without it so unchanged views don't wake anyone
         key = {k: v for k, v in data.items() if k != "cluster_at"}

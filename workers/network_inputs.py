@@ -63,7 +63,7 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     paused = sup.data.get("paused") is True
     intent = sup.data.get("intent")
     intent_vip = isinstance(intent, dict) and intent.get("vip") is True
-    deadline_raw = lease.data.get("lease_deadline")
+    deadline_raw = timing.authority_deadline(lease.data)  # failsafe mode may extend the lease
     deadline = float(deadline_raw) if _number(deadline_raw) else 0.0
     pg_intent = intent.get("pg") if isinstance(intent, dict) else None
     restarting = (isinstance(pg_intent, dict) and pg_intent.get("recover") is True

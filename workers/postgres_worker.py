@@ -22,6 +22,7 @@ from pgwarden.core.clock import mono
 from pgwarden.core.errors import PostgresError
 from pgwarden.postgres import conffiles
 from pgwarden.postgres.basebackup import basebackup
+from pgwarden.postgres.callbacks import CallbackRunner
 from pgwarden.postgres.datadir import clear_data_dir, controldata, data_dir_state, read_sysid
 from pgwarden.postgres.lsn import parse_lsn_or_none
 from pgwarden.postgres.initdb import create_roles, initdb
@@ -76,6 +77,9 @@ class PostgresWorker:
         self.slots_checked_at = 0.0
         self.last_pub: dict[str, Any] | None = None
         self.last_lsn: int | None = None  # shutdown checkpoint LSN after a clean stop
+        self.callbacks = CallbackRunner(ctx.config, self.log)
+        self.role_changed = False  # demoted in this process's lifetime (on_role_change)
+        self.promote_refused_at: float | None = None  # mono of the last failed pre_promote
         # tokens of the operator's operations (intent pg.restart / pg.reinit / checkpoint),
         # carried over from a previous incarnation of this worker so none runs twice
         prev = ctx.shm.read("postgres").data
@@ -103,6 +107,7 @@ class PostgresWorker:
             else:
                 if self.ctx.refresh_config():
                     self.cfg = self.ctx.config.postgresql
+                    self.callbacks.configure(self.ctx.config)
                 self._check_postmaster()
                 intent = self.ctx.intent()
                 epoch = int(intent.get("epoch") or 0)
@@ -125,6 +130,7 @@ class PostgresWorker:
         # shutdown; a restarted worker adopts it (KillMode=process semantics).
         if self.op is not None:
             self.op.join(timeout=5)
+        self.callbacks.close()
         self.session.close()
         return 0
 
@@ -225,7 +231,15 @@ class PostgresWorker:
         dds = data_dir_state(self.cfg.data_dir)
         if role == "stopped":
             if self.running():
-                self.begin("stop", lambda: self._stop(pg.get("stop_mode") or "fast"))
+                was = self.status.get("role") or "unknown"
+
+                def stop() -> None:
+                    self._stop(pg.get("stop_mode") or "fast")
+                    self.callbacks.fire("on_stop", was)
+                    # a primary stopped for a switchover comes back as a replica: that
+                    # start is a role change (Patroni's on_role_change replica)
+                    self.role_changed = self.role_changed or was == "primary"
+                self.begin("stop", stop)
             return
         if dds == "empty":
             if self.running():
@@ -251,7 +265,7 @@ class PostgresWorker:
             if self.crashed_as_primary and not pg.get("recover"):
                 return  # a crashed primary restarts in place only on the supervisor's word
             self._configure(standby=False, upstream=None)
-            self.begin("start", self._start, state="starting")
+            self.begin("start", lambda: self._start_then("primary"), state="starting")
             return
         if self.status.get("role") == "replica":
             if not self._lease_confirms_lock():
@@ -290,7 +304,7 @@ class PostgresWorker:
                 return
             self._configure(standby=True, upstream=upstream)
             self.following = leader if upstream else None
-            self.begin("start", self._start, state="starting")
+            self.begin("start", lambda: self._start_then("replica"), state="starting")
             return
         if self.status.get("role") == "replica":
             change = self._configure(standby=True, upstream=upstream)
@@ -331,8 +345,9 @@ class PostgresWorker:
                                      hba_lines=self.cfg.pg_hba)
         if change.changed and reload_now and self.running():
             # primary_conninfo and primary_slot_name reload on PostgreSQL >= 13; parameters
-            # that need a restart wait for one (pending_restart comes with the ops issue)
+            # that need a restart wait for one (reported as pending_restart)
             self.pm.reload()
+            self.callbacks.fire("on_reload", self.status.get("role") or "unknown")
         return change
 
     def _sync_slots(self) -> None:
@@ -414,6 +429,10 @@ class PostgresWorker:
             raise PostgresError(f"PostgreSQL did not accept connections within {START_TIMEOUT:g} s")
         self.state = "running"
 
+    def _start_then(self, role: str) -> None:
+        self._start()
+        self.callbacks.fire("on_start", role)
+
     def _stop(self, mode: str) -> None:
         self.state = "stopping"
         self.expect_exit = True
@@ -459,6 +478,7 @@ class PostgresWorker:
         self.state = "restarting"
         self._start()
         self.log.info("restarted PostgreSQL%s on request", " (primary)" if was_primary else "")
+        self.callbacks.fire("on_restart", "primary" if was_primary else "replica")
 
     def _reinitialize(self, token: int) -> None:
         """Wipe this replica's data; the supervisor's next decision clones it afresh."""
@@ -479,6 +499,7 @@ class PostgresWorker:
         self._start()
         create_roles(self.conn, self.cfg.superuser, self.cfg.replication)
         self.sysid = read_sysid(self.cfg.bin_dir, self.cfg.data_dir)
+        self.callbacks.fire("on_start", "primary")
 
     def _clone(self, pg: dict[str, Any]) -> None:
         conn = pg["leader_conn"]
@@ -490,9 +511,18 @@ class PostgresWorker:
         self._configure(standby=True, upstream=upstream, reload_now=False)
         self.following = pg.get("leader")
         self._start()
+        self.callbacks.fire("on_start", "replica")
 
     def _promote(self) -> None:
+        ok, reason = self.callbacks.pre_promote()
+        if not ok:
+            # the supervisor releases the key and stays out of the race for a ttl
+            self.promote_refused_at = mono()
+            raise PostgresError(f"promotion aborted: {reason}")
+        if not self._lease_confirms_lock():  # pre_promote may have run for a while
+            raise PostgresError("promotion aborted: the leader key was lost during pre_promote")
         took = promote(self.conn, timeout=30.0)
+        self.callbacks.fire("on_role_change", "primary")
         self.log.info("promoted in %.3f s", took)
         self.following = None
         self.need_checkpoint = True
@@ -513,6 +543,8 @@ class PostgresWorker:
         (through pg_rewind, as for any former primary)."""
         self._stop(mode)
         self.following = None
+        self.callbacks.fire("on_stop", "demoted")
+        self.role_changed = True
 
     def _rejoin(self, upstream: conffiles.Upstream, leader: str | None) -> None:
         dyn = self.ctx.supervisor().get("dynamic") or {}
@@ -537,6 +569,8 @@ class PostgresWorker:
         self._configure(standby=True, upstream=upstream, reload_now=False)
         self.following = leader
         self._start()
+        self.callbacks.fire("on_role_change" if self.role_changed else "on_start", "replica")
+        self.role_changed = False
 
     # -- reporting --------------------------------------------------------------------
 
@@ -591,6 +625,7 @@ class PostgresWorker:
             "restart_done": self.restart_done,
             "reinit_done": self.reinit_done,
             "last_lsn": self.last_lsn,
+            "promote_refused_at": self.promote_refused_at,
             "timeline_history": self._timeline_history(st),
         }
         if data != self.last_pub:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pgwarden.core.clock import mono_ns
 from pgwarden.core.shm import SectionView
-from pgwarden.core.timing import watchdog_timeout
+from pgwarden.core.timing import authority_deadline, watchdog_timeout
 from pgwarden.fencing.device import WatchdogDevice, WatchdogError, make_device, probe
 from pgwarden.fencing.rules import (
     arming_timeout,
@@ -146,7 +146,8 @@ class WatchdogWorker:
         lease = shm.read("lease")
         pg = shm.read("postgres")
         net = shm.read("network")
-        deadline = None if lease.torn else lease.data.get("lease_deadline")
+        # the lease's deadline, or the failsafe one while every member accepted our pings
+        deadline = None if lease.torn else (authority_deadline(lease.data) or None)
         pg_data = _fresh(pg, now_ns, max_age)
         net_data = _fresh(net, now_ns, max_age)
         return Readings(

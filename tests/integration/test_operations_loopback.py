@@ -63,10 +63,34 @@ def patroni(c: LoopbackCluster, name: str) -> dict:
     return body
 
 
+CALLBACK = """#!/bin/sh
+# argv: <log file> <action> <role> <scope>
+echo "$2 $3 $4" >> "$1"
+"""
+
+
+def callbacks_log(c: LoopbackCluster, name: str) -> list[str]:
+    try:
+        return (c.base / "callbacks" / f"{name}.log").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LoopbackCluster]:
     base = Path(tempfile.mkdtemp(prefix="pgwarden-ops-", dir="/tmp"))
-    c = LoopbackCluster(base, size=3, scope=f"ops{os.getpid()}",
+    cbdir = base / "callbacks"
+    cbdir.mkdir()
+    os.chmod(base, 0o755)
+    os.chmod(cbdir, 0o777)  # callbacks run as the database user
+    script = cbdir / "cb.sh"
+    script.write_text(CALLBACK)
+    os.chmod(script, 0o755)
+    extra = {name: {"callbacks": {action: [str(script), str(cbdir / f"{name}.log")]
+                                  for action in ("on_start", "on_stop", "on_restart",
+                                                 "on_reload", "on_role_change")}}
+             for name in ("n1", "n2", "n3")}
+    c = LoopbackCluster(base, size=3, scope=f"ops{os.getpid()}", postgresql_extra=extra,
                         extra_dcs={"postgresql": {"use_pg_rewind": True, "use_slots": True}})
     try:
         c.start_all()
@@ -146,6 +170,14 @@ def test_switchover_to_a_named_candidate_loses_no_acknowledged_write(cluster) ->
     c.wait_until(lambda: c.etcd_get("failover") in (None, "", "{}"), 10, "failover key cleared")
     code, hist = c.nodes[new].get("/history")
     assert code == 200 and hist and hist[-1][-1] == new
+    # callbacks, with Patroni's arguments: action, role, scope
+    scope = c.scope
+    c.wait_until(lambda: f"on_role_change primary {scope}" in callbacks_log(c, new), 10,
+                 "on_role_change on the new primary")
+    c.wait_until(lambda: f"on_role_change replica {scope}" in callbacks_log(c, old), 30,
+                 "on_role_change on the old primary")
+    assert f"on_stop primary {scope}" in callbacks_log(c, old)
+    assert any(line.startswith("on_start ") for line in callbacks_log(c, cand))
 
 
 def test_switchover_to_any_member(cluster) -> None:
@@ -274,6 +306,8 @@ def test_pending_restart_is_shown_everywhere_and_a_restart_clears_it(cluster) ->
         assert (code, text) == (200, "restarted successfully"), (name, code, text)
     c.wait_until(lambda: not any(patroni(c, n).get("pending_restart") for n in c.nodes), 30,
                  "pending_restart cleared")
+    assert f"on_restart primary {c.scope}" in callbacks_log(c, leader)
+    assert any(line.startswith("on_reload ") for line in callbacks_log(c, leader))
     assert all((sql(c, n, "SHOW max_connections") or [("?",)])[0][0] == "123" for n in c.nodes)
     code, text = c.nodes[leader].request("POST", "/restart", {"restart_pending": True})
     assert (code, text) == (503, "restart conditions are not satisfied")

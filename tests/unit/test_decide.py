@@ -221,6 +221,14 @@ CASES += [
      snap("n2", cl=replace(NO_LEADER_SWITCH, status=Versioned({"optime": 150}, 2)),
           state="replica"),
      {"lock_want": False, "pg_role": "replica", "state": "candidate"}),
+    ("holding the lock, pre_promote refused the promotion",
+     snap("n2", cl=cluster(leader="n2"), pg=replace(REPLICA, promote_refused_at=NOW - 1),
+          lease=HOLDING, state="candidate"),
+     {"lock_want": False, "pg_role": "replica"}),
+    ("no leader, a failsafe primary pinged me less than ttl ago",
+     snap("n2", cl=cluster(leader=None), dynamic=DynamicConfig(failsafe_mode=True),
+          failsafe_leader="n1"),
+     {"lock_want": False, "pg_role": "none"}),
     ("no leader, a switchover names another member",
      snap("n3", cl=NO_LEADER_SWITCH, pg=replace(REPLICA, wal_position=100), state="replica"),
      {"lock_want": False, "pg_role": "none"}),
@@ -394,3 +402,10 @@ def test_waiting_for_candidate_ends_after_the_handover_timeout() -> None:
     s = snap("n3", cl=NO_LEADER_SWITCH, memory=Memory(state="candidate", since=NOW - 60,
                                                     leader_gone_at=NOW - 31))
     assert decide(s).action != "wait_for_switchover"
+
+
+def test_failsafe_unlisted_member_may_not_race() -> None:
+    cl = replace(cluster(leader=None, members=[member("n2")]),
+                 failsafe=Versioned({"n1": "http://a/patroni", "n3": "http://c/patroni"}, 3))
+    d = decide(snap("n2", cl=cl, dynamic=DynamicConfig(failsafe_mode=True)))
+    assert not d.lock_want and "failsafe" in d.reason
