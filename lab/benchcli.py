@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pgwarden.lab import bench, stability
+from pgwarden.lab import bench, bench_switchover, stability
 from pgwarden.lab.interrupt import interruptible, shielded
 from pgwarden.lab.lab import Lab
 from pgwarden.lab.labstate import random_prefix
@@ -39,6 +39,10 @@ def run(args: argparse.Namespace, say: Say) -> int:
                 result = stability.stability(lab, args.idle, args.load, say,
                                              clients=args.clients, scale=args.scale)
                 lines = stability.report_lines(result)
+            elif args.kind == "switchover":
+                client = bench.Client(args.connect_timeout, args.statement_timeout)
+                result = bench_switchover.run_bench(lab, args.runs, say, client)
+                lines = bench_switchover.report_lines(result)
             else:
                 client = bench.Client(args.connect_timeout, args.statement_timeout)
                 result = bench.run_bench(lab, args.kind, args.runs, say, client)

@@ -61,9 +61,10 @@ def parser() -> argparse.ArgumentParser:
     timing_options(demo, ttl=5, loop_wait=1, retry_timeout=2, safety_margin=2)
     bench = sub.add_parser("bench", help="failover benchmarks and a stability check, each on a "
                            "fresh lab that is torn down afterwards")
-    bench.add_argument("kind", choices=("failover", "pg-crash", "stability"),
+    bench.add_argument("kind", choices=("failover", "pg-crash", "switchover", "stability"),
                        help="failover: power cut of the primary's host; pg-crash: SIGKILL of "
-                       "its postmaster; stability: idle, then pgbench load, no fault")
+                       "its postmaster; switchover: POST /switchover to the next host; "
+                       "stability: idle, then pgbench load, no fault")
     bench.add_argument("--prefix", help="the lab's prefix (default: random pgwbXXXX)")
     bench.add_argument("--runs", type=int, default=5)
     bench.add_argument("--hosts", type=int, default=3)

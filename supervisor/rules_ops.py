@@ -100,8 +100,11 @@ def switchover_due(s: Snapshot) -> bool:
 
 def act_handover(s: Snapshot) -> Decision:
     """Phase 1 (checkpoint): a CHECKPOINT while still serving, so the shutdown checkpoint
-    has almost nothing to flush. Phase 2 (stop): drop the VIP (rule 2, vip_first), then a
-    fast shutdown, which sends every WAL record to the connected replicas before it ends."""
+    has almost nothing to flush. Phase 2 (stop): a fast shutdown, which sends every WAL
+    record to the connected replicas before it ends. The VIP stays during the shutdown, so
+    clients get PostgreSQL's "shutting down" at once instead of a silent address; it goes
+    before the key is released (act_handover_drop_vip), and the lock is held throughout, so
+    no other host can hold it meanwhile."""
     key = _due_key(s)
     to = key.candidate if key and key.candidate else "the healthiest replica"
     m = s.memory
@@ -120,15 +123,21 @@ def act_handover(s: Snapshot) -> Decision:
                   pg_role="primary", lock_want=True, vip=True, watchdog="armed",
                   checkpoint_token=token, memory=memory)
     return _d(s, "handover", "handing_over",
-              f"switchover to {to}: dropping the VIP and stopping PostgreSQL cleanly",
-              pg_role="stopped", stop_mode="fast", lock_want=True, vip=False,
+              f"switchover to {to}: stopping PostgreSQL cleanly",
+              pg_role="stopped", stop_mode="fast", lock_want=True, vip=True,
               watchdog="armed", memory=memory)
 
 
 def act_handover_stopping(s: Snapshot) -> Decision:
     return _d(s, "handover", "handing_over",
               "switchover: waiting for PostgreSQL to stop before releasing the leader key",
-              pg_role="stopped", stop_mode="fast", lock_want=True, vip=False, watchdog="armed")
+              pg_role="stopped", stop_mode="fast", lock_want=True, vip=True, watchdog="armed")
+
+
+def act_handover_drop_vip(s: Snapshot) -> Decision:
+    return _d(s, "handover_drop_vip", "handing_over",
+              "switchover: PostgreSQL stopped; dropping the VIP before releasing the key",
+              pg_role="stopped", lock_want=True, vip=False, watchdog="armed")
 
 
 def act_handover_release(s: Snapshot) -> Decision:

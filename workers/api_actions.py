@@ -109,6 +109,13 @@ class Actions:
                                      int(cfg.bootstrap_dcs.ttl), timeout)
             return self._dcs
 
+    def warm_up(self) -> None:
+        """Create the DCS client and read once, so the first operation is not slowed."""
+        try:
+            self.fresh()
+        except Exception:  # noqa: BLE001 - best effort; a real request reports the error
+            pass
+
     def fresh(self) -> ClusterView:
         return self.dcs().read_cluster()
 
@@ -360,7 +367,8 @@ class Actions:
             return text_response(400, "the body must name the pinging member: {\"name\": ...}")
         pg = self.app.shm.read("postgres").data
         if pg.get("running") and pg.get("role") == "primary" and name != self.app.config.name:
-            return text_response(500, "Running as a leader")
+            # Patroni answers 500; a 5xx here would read as our bug, and any non-200 refuses
+            return text_response(409, "Running as a leader")
         with self.channel.lock:
             self.channel.failsafe_ping = {"name": name, "at": self.app.clock(),
                                           "api_url": body.get("api_url"),

@@ -6,6 +6,7 @@ main thread just beats once a second and waits for SIGTERM.
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType
 
 from pgwarden.core.errors import ConfigError
@@ -61,6 +62,10 @@ def run(ctx: WorkerContext) -> None:
                 ctx.wakeups.poke("supervisor")
 
         publish(poke=True)
+        if actions is not None:
+            # build the DCS client now (grpc import, channel): the first switchover request
+            # must not pay for it (measured up to 2 s on a busy host)
+            threading.Thread(target=actions.warm_up, name="api-dcs-warmup", daemon=True).start()
         while not stopping:
             ctx.wakeups.wait(ctx.name, BEAT_INTERVAL)
             if ctx.refresh_config():

@@ -72,6 +72,10 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     op = pg.data.get("operation")
     if isinstance(op, dict) and op.get("name") == "restart" and pg.data.get("role") != "replica":
         restarting = True  # a restart asked through the API, under the lock (lead_restarting)
+    if isinstance(op, dict) and op.get("name") == "stop" and intent_vip:
+        # a switchover's clean shutdown under the lock: clients get "shutting down" at once
+        # rather than silence; the decision drops the VIP before releasing the key
+        restarting = True
     allowed, reason = may_hold_vip(intent_vip, pg.data.get("running") is True,
                                    pg.data.get("role"), now, deadline, margin, paused,
                                    restarting_in_place=restarting)

@@ -74,3 +74,34 @@ def test_bench_pg_crash_cli_one_run(lab_ready: None, tmp_path: Path) -> None:
     assert not Path(f"/tmp/pgwarden-lab-{prefix}").exists()
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in ns
+
+
+def test_bench_switchover_cli_one_run(lab_ready: None, tmp_path: Path) -> None:
+    """One planned switchover through the CLI: the report and the JSON parse, the switchover
+    landed on the named candidate, and no acknowledged write is missing. No timing bounds:
+    the figures belong in docs/benchmarks.md, not in a pass/fail on a shared machine."""
+    out_file = tmp_path / "switchover.json"
+    prefix = "pgwt" + random_prefix()[4:]
+    cmd = [sys.executable, "-m", "pgwarden.lab", "bench", "switchover", "--runs", "1",
+           "--prefix", prefix, "--json", str(out_file)]
+    for k, v in TIMING.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for label in ("longest gap between acknowledged writes", "POST /switchover -> answer",
+                  "acknowledged writes missing"):
+        assert label in proc.stdout, proc.stdout
+    out = json.loads(out_file.read_text())
+    assert out["kind"] == "switchover"
+    (run,) = out["runs"]
+    assert run["status"] == 200 and run["answer"] == f'Successfully switched over to "{run["candidate"]}"'
+    assert run["old"] != run["candidate"]
+    # the named candidate took the writes and is the one primary, the old one follows it
+    assert run["switched"] and run["new"] == run["primary_after"] == run["candidate"], run
+    assert run["acked"] >= 200 and run["missing"] == 0, run["missing_rows"]
+    for key in ("gap", "api", "first_write", "rejoin"):
+        assert isinstance(run[key], float), (key, run)
+    assert out["summary"]["gap"]["n"] == 1 and out["summary"]["missing"]["max"] == 0
+    assert not Path(f"/tmp/pgwarden-lab-{prefix}").exists()
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in ns

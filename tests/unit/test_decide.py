@@ -187,6 +187,10 @@ CASES += [
      snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False), state="primary",
           no_cluster=True, dynamic=PAUSED),
      {"pg_role": "none", "watchdog": "disarmed", "lock_want": True}),
+    ("handing over, PostgreSQL stopped, VIP still held",
+     snap("n1", cl=SWITCH_TO_N2, pg=replace(STOPPED, last_lsn=250), lease=HOLDING,
+          vip_held=True, memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
+     {"lock_want": True, "vip": False, "release_lsn": None}),
     ("handing over, PostgreSQL stopped",
      snap("n1", cl=SWITCH_TO_N2, pg=replace(STOPPED, last_lsn=250), lease=HOLDING,
           memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
@@ -198,7 +202,7 @@ CASES += [
     ("handing over, PostgreSQL stopping",
      snap("n1", cl=cluster(), pg=replace(PRIMARY, operation="stop"), lease=HOLDING,
           memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
-     {"pg_role": "stopped", "vip": False, "lock_want": True}),
+     {"pg_role": "stopped", "vip": True, "lock_want": True}),
     ("holding the lock, PostgreSQL restarting on request",
      snap("n1", pg=replace(STOPPED, operation="restart"), lease=HOLDING, state="primary"),
      {"pg_role": "none", "lock_want": True, "vip": True}),
@@ -361,10 +365,13 @@ def test_switchover_checkpoint_then_stop() -> None:
     assert d1.memory.handover == "checkpoint" and d1.pg_role == "primary"
     s2 = replace(s, memory=d1.memory, pg=replace(PRIMARY, checkpoint_done=1), vip_held=True)
     d2 = decide(s2)
-    assert d2.memory.handover == "stop" and not d2.vip
-    assert d2.pg_role == "none", "the VIP goes before PostgreSQL stops (rule 2)"
-    d3 = decide(replace(s2, memory=d2.memory, vip_held=False))
-    assert d3.pg_role == "stopped" and d3.stop_mode == "fast" and d3.lock_want
+    assert d2.memory.handover == "stop" and d2.vip, "the VIP stays while PostgreSQL stops"
+    assert d2.pg_role == "stopped" and d2.stop_mode == "fast" and d2.lock_want
+    stopped = replace(s2, memory=d2.memory, pg=replace(STOPPED, last_lsn=300))
+    d3 = decide(stopped)
+    assert not d3.vip and d3.lock_want, "the VIP goes before the key"
+    d4 = decide(replace(stopped, memory=d3.memory, vip_held=False))
+    assert not d4.lock_want and d4.release_lsn == 300
 
 
 def test_switchover_to_a_lagging_candidate_clears_the_key() -> None:
