@@ -14,100 +14,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import psycopg
 import pytest
 import yaml
 
+from patronictl_util import Ctl, ctl_cluster
+from patronictl_util import need as _need
+from patronictl_util import one_primary as _primary
+from patronictl_util import table_header as _table_header
+from patronictl_util import table_rows as _table_rows
 from pgwarden.core.version import PATRONI_COMPAT_VERSION
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-PATRONICTL = REPO / ".venv-patroni" / "bin" / "patronictl"
-BOOT_TIMEOUT = 120.0
-CTL_TIMEOUT = 30.0
 LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
-
-
-@dataclass
-class Ctl:
-    """The running cluster and a way to run patronictl against it."""
-
-    cluster: LoopbackCluster
-    config: Path
-    home: Path
-
-    def run(self, *args: str) -> str:
-        """patronictl's stdout; the test fails (with stderr) on a non-zero exit."""
-        # A clean environment: nothing from the project venv (PYTHONPATH & co.) and a HOME
-        # of our own, so no ~/.config/patroni/patronictl.yaml of the machine is picked up.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
-               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        out = subprocess.run([str(PATRONICTL), "-c", str(self.config), *args],
-                             capture_output=True, text=True, timeout=CTL_TIMEOUT, env=env,
-                             stdin=subprocess.DEVNULL)
-        assert out.returncode == 0, (
-            f"patronictl {' '.join(args)} exited {out.returncode}\n"
-            f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}")
-        return out.stdout
-
-
-MISSING = (f"real patronictl not found at {PATRONICTL}: run `make test` (it builds the "
-           f"Patroni venv .venv-patroni), then run this test again")
-
-
-def _need(ctl: Ctl | None) -> Ctl:
-    """The fixture's Ctl; FAIL (in the test itself, not as a setup error) without patronictl."""
-    if ctl is None:
-        pytest.fail(MISSING)
-    return ctl
 
 
 @pytest.fixture(scope="module")
 def pctl() -> Iterator[Ctl | None]:
-    # Without patronictl there is nothing to prove: boot nothing, let each test fail.
-    if not os.access(PATRONICTL, os.X_OK):
-        yield None
-        return
-    # Under /tmp, not pytest's tmp_path: PostgreSQL must traverse the path to its data dir.
-    base = Path(tempfile.mkdtemp(prefix="pgwarden-pctl-", dir="/tmp"))
-    c = LoopbackCluster(base, size=3, scope=f"pctl{os.getpid()}")
-    try:
-        c.start_all()
-        c.wait_until(lambda: _primary(c), BOOT_TIMEOUT, "one primary and two replicas")
-        assert c.etcd is not None
-        home = base / "home"
-        home.mkdir()
-        config = base / "patronictl.yml"
-        # What an operator writes: the DCS, the scope and the namespace. No REST settings:
-        # patronictl must find every API through the api_url we publish.
-        config.write_text(yaml.safe_dump({
-            "scope": c.scope,
-            "namespace": "/service/",
-            "etcd3": {"hosts": [c.etcd.endpoint]},
-        }))
-        yield Ctl(c, config, home)
-    finally:
-        c.close()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _primary(c: LoopbackCluster) -> str | None:
-    """The primary's name once exactly one member is primary and the others are replicas."""
-    roles = c.roles()
-    primaries = [n for n, (p, _) in roles.items() if p == 200]
-    replicas = [n for n, (_, r) in roles.items() if r == 200]
-    if len(roles) == len(c.nodes) and len(primaries) == 1 and len(replicas) == len(roles) - 1:
-        return primaries[0]
-    return None
+    # None without patronictl: nothing is booted and each test fails through _need()
+    with ctl_cluster("pgwarden-pctl-", f"pctl{os.getpid()}") as ctl:
+        yield ctl
 
 
 def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]]:
@@ -123,20 +53,6 @@ def _lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
-
-def _table_lines(text: str) -> list[list[str]]:
-    """The `| a | b |` lines of a prettytable, cells stripped; the first is the header."""
-    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith("|")]
-
-
-def _table_header(text: str) -> list[str]:
-    lines = _table_lines(text)
-    return lines[0] if lines else []
-
-
-def _table_rows(text: str) -> list[list[str]]:
-    return _table_lines(text)[1:]
 
 
 def _list_json(ctl: Ctl) -> list[dict[str, Any]]:
