@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import math
 import os
 import re
+import shlex
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +85,13 @@ _ENV_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("RESTAPI_CONNECT_ADDRESS", ("restapi", "connect_address")),
     ("RESTAPI_USERNAME", ("restapi", "authentication", "username")),
     ("RESTAPI_PASSWORD", ("restapi", "authentication", "password")),
+    ("RESTAPI_CERTFILE", ("restapi", "certfile")),
+    ("RESTAPI_KEYFILE", ("restapi", "keyfile")),
+    ("RESTAPI_KEYFILE_PASSWORD", ("restapi", "keyfile_password")),
+    ("RESTAPI_CAFILE", ("restapi", "cafile")),
+    ("RESTAPI_CIPHERS", ("restapi", "ciphers")),
+    ("RESTAPI_VERIFY_CLIENT", ("restapi", "verify_client")),
+    ("RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", ("restapi", "allowlist_include_members")),
     ("ETCD3_HOST", ("etcd3", "host")),
     ("ETCD3_PROTOCOL", ("etcd3", "protocol")),
     ("ETCD3_USERNAME", ("etcd3", "username")),
@@ -173,6 +183,9 @@ def apply_env(doc: Mapping[str, Any], env: Mapping[str, str] | None = None) -> d
     hosts = _env_value(environ, "ETCD3_HOSTS")
     if hosts is not None:
         _set_path(result, ("etcd3", "hosts"), _parse_env_list(hosts))
+    allowlist = _env_value(environ, "RESTAPI_ALLOWLIST")
+    if allowlist is not None:
+        _set_path(result, ("restapi", "allowlist"), _parse_env_list(allowlist))
     return result
 
 
@@ -591,9 +604,79 @@ def _parse_restapi(p: _Problems, doc: Mapping[str, Any]) -> RestApiConfig | None
         listen = _host_port(p, listen_text, "restapi.listen")
     connect = _connect_address(p, section, "restapi", listen, listen_text)
     username, password = _basic_auth(p, section)
+    allowlist = _allowlist(p, section)
+    include_members = _bool(p, section, "allowlist_include_members", "restapi", False)
+    tls = {key: _opt_str(p, section, key, "restapi") or None for key in _RESTAPI_TLS_KEYS}
+    verify_client = _verify_client(p, section, tls)
+    if tls["keyfile"] and not tls["certfile"]:
+        p.add("restapi.keyfile", "is set but restapi.certfile is not: set certfile to serve "
+              "https, or remove keyfile")
     if listen is None or connect is None:
         return None
-    return RestApiConfig(listen, connect, username, password)
+    return RestApiConfig(
+        listen, connect, username, password,
+        allowlist=allowlist,
+        allowlist_include_members=include_members,
+        verify_client=verify_client,
+        **tls,
+    )
+
+
+# restapi keys that are file paths or TLS strings; checked for type here, loaded (and so
+# checked for existence) when the API worker starts, so a file can be validated elsewhere.
+_RESTAPI_TLS_KEYS = ("certfile", "keyfile", "keyfile_password", "cafile", "ciphers")
+_VERIFY_CLIENT = ("none", "optional", "required")
+# A DNS name as RFC 1123 allows it: dot-separated labels of letters, digits and inner dashes.
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _allowlist(p: _Problems, restapi: Mapping[str, Any]) -> tuple[str, ...]:
+    """restapi.allowlist: IP addresses, networks (10.0.0.0/24) and host names, as written."""
+    entries = _string_list(p, restapi, "allowlist", "restapi", "an IP, a network or a host name")
+    value = restapi.get("allowlist")
+    good: list[str] = []
+    for i, item in enumerate(value if isinstance(value, list) else []):
+        if not isinstance(item, str):
+            continue  # already reported by _string_list
+        if _allowlist_entry_ok(item.strip()):
+            good.append(item.strip())
+        else:
+            p.add(f"restapi.allowlist[{i}]", f"expected an IP address, a network like "
+                  f"'10.0.0.0/24' or a host name, got {item!r}")
+    return tuple(good) if len(good) == len(entries) else ()
+
+
+def _allowlist_entry_ok(item: str) -> bool:
+    try:
+        if "/" in item:
+            ipaddress.ip_network(item, strict=False)  # host bits allowed, as Patroni does
+        else:
+            ipaddress.ip_address(item)
+        return True
+    except ValueError:
+        # digits and dots only is a mistyped IP address (999.1.1.1), not a name
+        numeric = re.fullmatch(r"[0-9.]+", item) is not None
+        return "/" not in item and not numeric and _HOSTNAME_RE.fullmatch(item) is not None
+
+
+def _verify_client(p: _Problems, restapi: Mapping[str, Any], tls: Mapping[str, str | None]) -> str:
+    """none | optional | required; the last two need TLS and a CA to check certificates with."""
+    value = restapi.get("verify_client")
+    if value is None:
+        return "none"
+    mode = value.strip().lower() if isinstance(value, str) else None
+    if mode not in _VERIFY_CLIENT:
+        p.add("restapi.verify_client", f"must be none, optional or required, got {_show(value)}")
+        return "none"
+    missing = [f"restapi.{key}" for key in ("certfile", "cafile") if not tls[key]]
+    if mode != "none" and missing:
+        p.add("restapi.verify_client", f"{mode} needs {' and '.join(missing)}: client "
+              "certificates are checked over https against the CA in cafile")
+        return "none"
+    return mode
 
 
 def _basic_auth(p: _Problems, restapi: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -702,6 +785,8 @@ def _parse_dynamic(
         ),
         check_timeline=_bool(p, d, "check_timeline", prefix, False),
         failsafe_mode=_bool(p, d, "failsafe_mode", prefix, False),
+        # pgwarden's own key: Patroni hard-codes 2 s for a peer's answer (patroni#3550)
+        failsafe_timeout=_int(p, d, "failsafe_timeout", prefix, 2, 1),
         pause=_bool(p, d, "pause", prefix, False),
         use_slots=_bool(p, pg, "use_slots", pg_prefix, True),
         use_pg_rewind=_bool(p, pg, "use_pg_rewind", pg_prefix, False),
@@ -765,6 +850,9 @@ def _parse_postgresql(p: _Problems, doc: Mapping[str, Any]) -> PostgresConfig | 
     pg_hba = _string_list(p, pg, "pg_hba", "postgresql", "one pg_hba.conf line")
     use_unix_socket = _bool(p, pg, "use_unix_socket", "postgresql", False)
     pgpass = _opt_str(p, pg, "pgpass", "postgresql")
+    callbacks = _callbacks(p, pg)
+    pre_promote = _command(p, pg.get("pre_promote"), "postgresql.pre_promote")
+    callback_timeout = _seconds(p, pg, "callback_timeout", "postgresql", DEFAULT_CALLBACK_TIMEOUT)
     if not (listen and connect and data_dir and superuser and replication):
         return None
     return PostgresConfig(
@@ -780,6 +868,9 @@ def _parse_postgresql(p: _Problems, doc: Mapping[str, Any]) -> PostgresConfig | 
         use_unix_socket=use_unix_socket,
         pgpass=pgpass,
         rewind=rewind,
+        callbacks=callbacks,
+        pre_promote=pre_promote,
+        callback_timeout=callback_timeout,
     )
 
 
@@ -808,6 +899,103 @@ def _credentials(
                         f"the {user} role's name (or set PGWARDEN_{user.upper()}_USERNAME)")
     password = _opt_str(p, section, "password", prefix)
     return Credentials(username, password) if username else None
+
+
+# -- callbacks ---------------------------------------------------------------------------
+
+# Patroni's postgresql.callbacks names; each runs as `<command...> <action> <role> <scope>`.
+CALLBACK_ACTIONS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")
+DEFAULT_CALLBACK_TIMEOUT = 30.0  # postgresql.callback_timeout (pgwarden only)
+
+
+def _callbacks(p: _Problems, pg: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """postgresql.callbacks: action name -> argv, each program resolved to an absolute path."""
+    section = _mapping(p, pg, "callbacks", "postgresql")
+    commands: dict[str, tuple[str, ...]] = {}
+    for name, value in section.items():
+        key = f"postgresql.callbacks.{name}"
+        if name not in CALLBACK_ACTIONS:
+            p.add(key, _not_a_callback(name))
+            continue
+        argv = _command(p, value, key)
+        if argv is not None:
+            commands[name] = argv
+    return commands
+
+
+def _not_a_callback(name: Any) -> str:
+    if name in ("pre_promote", "before_stop"):
+        return f"is not a callback: {name} goes directly under postgresql (postgresql.{name})"
+    known = ", ".join(CALLBACK_ACTIONS[:-1]) + " or " + CALLBACK_ACTIONS[-1]
+    return f"is not a callback: use {known}"
+
+
+def _command(p: _Problems, value: Any, key: str) -> tuple[str, ...] | None:
+    """A command run without a shell: a string split into words as a shell would, or a list."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            words = shlex.split(value)
+        except ValueError as e:
+            p.add(key, f"cannot split {value!r} into words ({e}): check its quotes")
+            return None
+    elif isinstance(value, list):
+        bad = [i for i, word in enumerate(value) if not isinstance(word, str)]
+        for i in bad:
+            p.add(f"{key}[{i}]", f"must be a string, got {_show(value[i])}")
+        if bad:
+            return None
+        words = list(value)
+    else:
+        p.add(key, f"must be a command (a string or a list of strings), got {_show(value)}")
+        return None
+    if not words or not words[0].strip():
+        p.add(key, "must not be empty: give the program to run, e.g. "
+              "'/usr/local/bin/callback.sh'")
+        return None
+    program = _program(p, words[0], key)
+    return (program, *words[1:]) if program is not None else None
+
+
+def _program(p: _Problems, program: str, key: str) -> str | None:
+    """The absolute path of an executable `program`, checked now rather than at failover time.
+
+    A name without '/' is looked up in PATH; a relative path is taken from the working
+    directory, as Patroni would run it (ours runs callbacks from '/', hence the resolving).
+    """
+    if "/" not in program:
+        found = shutil.which(program)
+        if found is None:
+            p.add(key, f"{program!r} is not found in PATH: install it or give its absolute path")
+            return None
+        return os.path.abspath(found)
+    path = os.path.abspath(program)
+    if not os.path.exists(path):
+        p.add(key, f"{path} does not exist: install the script or fix the path")
+    elif os.path.isdir(path):
+        p.add(key, f"{path} is a directory, not a program")
+    elif not os.access(path, os.X_OK):
+        p.add(key, f"{path} is not executable: chmod +x it")
+    else:
+        return path
+    return None
+
+
+def _seconds(
+    p: _Problems, section: Mapping[str, Any], key: str, prefix: str, default: float
+) -> float:
+    """A positive, finite number of seconds (an int, a float or a string of one)."""
+    value = section.get(key)
+    if value is None:
+        return default
+    numeric = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        isinstance(value, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]*)?\s*", value) is not None)
+    number = float(value) if numeric else None
+    if number is None or not (math.isfinite(number) and number > 0):
+        p.add(_join(prefix, key), f"must be a number of seconds > 0, got {_show(value)}")
+        return default
+    return number
 
 
 def _parse_watchdog(p: _Problems, doc: Mapping[str, Any], ttl: int | None) -> WatchdogConfig:

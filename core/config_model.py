@@ -30,6 +30,22 @@ class RestApiConfig:
     connect_address: HostPort
     username: str | None = None  # restapi.authentication
     password: str | None = None
+    # Who may call the unsafe methods: IPs, CIDR networks or host names (resolved when the
+    # API worker loads the config), plus the hosts of the members' api_url when include_members.
+    allowlist: tuple[str, ...] = ()
+    allowlist_include_members: bool = False
+    # TLS: set certfile to serve https (keyfile when the key is not in certfile).
+    certfile: str | None = None
+    keyfile: str | None = None
+    keyfile_password: str | None = None
+    cafile: str | None = None  # the CA that signs client certificates (verify_client)
+    ciphers: str | None = None  # OpenSSL cipher list; None keeps Python's defaults
+    verify_client: str = "none"  # none | optional (unsafe methods need a cert) | required (all)
+
+    @property
+    def scheme(self) -> str:
+        """How peers, patronictl and load balancers must dial us (it goes into api_url)."""
+        return "https" if self.certfile else "http"
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,11 @@ class PostgresConfig:
     use_unix_socket: bool = False
     pgpass: str | None = None
     rewind: Credentials | None = None  # authentication.rewind (pg_rewind's user); None: use the superuser
+    # postgresql.callbacks: action name (on_start, ...) -> argv; the program is an absolute path
+    # resolved at load time, so a missing script is a config error, not a surprise at failover.
+    callbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pre_promote: tuple[str, ...] | None = None  # argv; a failure aborts the promotion
+    callback_timeout: float = 30.0  # pgwarden only: seconds before a callback is killed
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,7 @@ class DynamicConfig:
     primary_stop_timeout: int = 0
     check_timeline: bool = False
     failsafe_mode: bool = False
+    failsafe_timeout: int = 2  # seconds for each peer's answer to POST /failsafe
     pause: bool = False
     use_slots: bool = True
     use_pg_rewind: bool = False

@@ -8,6 +8,7 @@ where Patroni silently ignores it and a typo in `?lag=` would pass a lagging rep
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -23,6 +24,7 @@ UNAVAILABLE = 503
 LAG_UNITS: dict[str, int] = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 _LAG_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 READINESS_MODES = ("apply", "write")
+MAX_LAG = 2**63 - 1  # WAL positions are 64-bit
 
 
 class QueryError(ValueError):
@@ -43,7 +45,9 @@ def parse_lag(text: str) -> int:
         raise QueryError(
             f"lag={text!r} is not a size: give bytes or a number with B, kB, MB, GB or TB, e.g. lag=16MB"
         )
-    return int(float(match.group(1)) * LAG_UNITS[unit])
+    value = float(match.group(1)) * LAG_UNITS[unit]
+    # 400 digits is a float infinity: as good as no limit, and no reason for a 500
+    return int(value) if math.isfinite(value) and value < MAX_LAG else MAX_LAG
 
 
 def lag_param(query: Query) -> int | None:

@@ -53,7 +53,8 @@ def run(ctx: WorkerContext) -> None:
             actions.wake_supervisor = lambda: ctx.wakeups.poke("supervisor")
 
         def publish(poke: bool = False) -> None:
-            base = {"listen": server.listen, "requests_served": server.app.requests}
+            # url carries the scheme: https when restapi.certfile is set
+            base = {"listen": server.listen, "url": server.url, "requests_served": server.app.requests}
             if actions is not None:
                 actions.channel.publish(base)
             else:

@@ -247,7 +247,7 @@ def test_unknown_path_is_404_and_wrong_method_405(primary: Node) -> None:
     code, headers, _ = primary.call("/patroni", "POST")
     assert code == 405 and headers["Allow"] == "GET"
     assert primary.call("/replica", "DELETE")[0] == 405
-    assert primary.call("/switchover", "POST")[0] == 404  # not in this issue yet
+    assert primary.call("/nosuch", "POST")[0] == 404
 
 
 def test_cluster_json_has_patronis_shape(node: Node) -> None:
@@ -289,6 +289,110 @@ def test_requests_are_counted(primary: Node) -> None:
     assert primary.server.app.requests == before + 2
 
 
+# -- the socket: malformed, lying and oversized requests ---------------------------------
+
+
+def echo(request: Any) -> Any:
+    """A test route: the parsed body back (json_object's 411/400 otherwise)."""
+    from pgwarden.workers.api_server import json_response
+
+    return json_response(200, request.json_object())
+
+
+def raw_exchange(node: Node, data: bytes, timeout: float = 5.0, half_close: bool = False) -> tuple[int, bytes]:
+    """Send `data` as is; the status code and the body (0 if the server just closed).
+
+    A request line http.server cannot parse is answered the HTTP/0.9 way, a body without a
+    status line; our error format starts that body with the code.
+    """
+    with socket.create_connection(("127.0.0.1", node.server.port), timeout=timeout) as s:
+        s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)  # "that was all": the server reads EOF
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass  # the server may close with our unread bytes still queued
+    if not reply.startswith(b"HTTP/"):
+        first = reply.split(b" ", 1)[0]
+        return (int(first) if first.isdigit() else 0), reply
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def still_serving(node: Node) -> bool:
+    return node.call("/patroni")[0] == 200
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET\r\n\r\n", 400),
+    (b"GET /patroni HTTP/9.9\r\n\r\n", 505),
+    (b"GET /patroni HTTP/x\r\n\r\n", 400),
+    (b"BREW /patroni HTTP/1.0\r\n\r\n", 501),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n", 414),
+    (b"GET /patroni HTTP/1.0\r\nX-Big: " + b"b" * 70000 + b"\r\n\r\n", 431),
+    (b"GET /patroni HTTP/1.0\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", 431),
+], ids=["garbage", "no-target", "http-9", "bad-version", "unknown-method", "long-line",
+        "long-header", "many-headers"])
+def test_malformed_requests_get_an_error_and_the_server_lives_on(primary: Node, data: bytes, code: int) -> None:
+    status, body = raw_exchange(primary, data)
+    assert status == code
+    assert b"<html" not in body.lower() and body.count(b"\n") <= 1  # one plain line
+    assert still_serving(primary)
+
+
+def test_post_without_content_length_is_411(primary: Node) -> None:
+    primary.server.app.routes[("POST", "/echo")] = echo
+    status, body = raw_exchange(primary, b"POST /echo HTTP/1.0\r\n\r\n")
+    assert status == 411 and b"Content-Length" in body
+    assert raw_exchange(primary, b'POST /echo HTTP/1.0\r\nContent-Length: 8\r\n\r\n{"a": 1}') == (
+        200, b'{"a":1}')
+    assert still_serving(primary)
+
+
+@pytest.mark.parametrize("headers,code", [
+    (b"Content-Length: abc\r\n", 400),
+    (b"Content-Length: -1\r\n", 400),
+    (b"Content-Length: 5\r\nContent-Length: 6\r\n", 400),
+    (b"Content-Length: 2000000\r\n", 413),
+    (b"Content-Length: 99999999999999999999999999\r\n", 413),
+    (b"Transfer-Encoding: chunked\r\n", 411),
+], ids=["not-a-number", "negative", "conflicting", "over-1MiB", "absurd", "chunked"])
+def test_bad_content_length_is_refused_without_reading(primary: Node, headers: bytes, code: int) -> None:
+    primary.server.app.routes[("POST", "/echo")] = echo
+    assert raw_exchange(primary, b"POST /echo HTTP/1.0\r\n" + headers + b"\r\n{}")[0] == code
+    assert still_serving(primary)
+
+
+def test_a_body_shorter_than_its_content_length(primary: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lying client gets a 408 within the handler's timeout, never a hung thread."""
+    from pgwarden.workers.api_server import ApiRequestHandler
+
+    monkeypatch.setattr(ApiRequestHandler, "timeout", 1)
+    primary.server.app.routes[("POST", "/echo")] = echo
+    with socket.create_connection(("127.0.0.1", primary.server.port), timeout=5) as s:
+        started = time.monotonic()
+        s.sendall(b"POST /echo HTTP/1.0\r\nContent-Length: 100\r\n\r\n{\"a\":")  # and then silence
+        reply = s.recv(65536)
+        assert reply.startswith(b"HTTP/1.0 408"), reply
+        assert time.monotonic() - started < 3
+    # a client that stops sending early gets a 400 at once, and the server lives on
+    status, body = raw_exchange(primary, b"POST /echo HTTP/1.0\r\nContent-Length: 100\r\n\r\n{}",
+                                half_close=True)
+    assert (status, body) == (400, b"the request body is shorter than its Content-Length")
+    assert still_serving(primary)
+
+
+def test_a_client_that_sends_nothing_does_not_block_others(primary: Node) -> None:
+    with socket.create_connection(("127.0.0.1", primary.server.port), timeout=5):
+        started = time.monotonic()
+        assert still_serving(primary)
+        assert time.monotonic() - started < 3
+
+
 # -- the worker process ------------------------------------------------------------------
 
 
@@ -313,9 +417,10 @@ def test_worker_publishes_serves_and_stops_on_sigterm() -> None:
         while shm.read("api").data.get("listen") != f"127.0.0.1:{port}":
             assert time.monotonic() < deadline, "the api worker never published its address"
             time.sleep(0.05)
+        assert shm.read("api").data.get("url") == f"http://127.0.0.1:{port}"
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
         deadline = time.monotonic() + 5
-        while shm.read("api").data.get("requests", 0) < 1:
+        while shm.read("api").data.get("requests_served", 0) < 1:
             assert time.monotonic() < deadline, "the request counter was never published"
             time.sleep(0.05)
         assert shm.read("api").age() < 2.0

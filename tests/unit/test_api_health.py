@@ -215,6 +215,12 @@ def test_parse_lag(text: str, expected: int) -> None:
     assert parse_lag(text) == expected
 
 
+@pytest.mark.parametrize("text", ["9" * 400, "1" * 30 + "TB", "99999999999999999999"])
+def test_parse_lag_beyond_64_bits_means_no_limit(text: str) -> None:
+    """Found by tests/unit/test_api_fuzz.py: a float infinity used to be a 500."""
+    assert parse_lag(text) == 2**63 - 1
+
+
 @pytest.mark.parametrize("text", ["", "abc", "-1", "10XB", "1e3", "16 kB extra", "MB"])
 def test_parse_lag_rejects(text: str) -> None:
     with pytest.raises(QueryError) as e:

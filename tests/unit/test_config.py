@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from pgwarden.core import config as config_module
 from pgwarden.core.config import (
     DEFAULT_BIN_DIR,
     apply_env,
@@ -137,6 +138,37 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
      "restapi.authentication: set both username and password, or neither"),
     ("restapi-auth-password-int", {"restapi.authentication": {"username": "u", "password": 1234}},
      "restapi.authentication.password: must be a string, got 1234: quote it in the YAML"),
+    ("restapi-allowlist-string", {"restapi.allowlist": "10.0.0.0/24"},
+     "restapi.allowlist: must be a list of strings (an IP, a network or a host name each), got '10.0.0.0/24'"),
+    ("restapi-allowlist-item-int", {"restapi.allowlist": ["10.0.0.1", 7]},
+     "restapi.allowlist[1]: must be a string (an IP, a network or a host name), got 7"),
+    ("restapi-allowlist-bad-network", {"restapi.allowlist": ["10.0.0.0/33"]},
+     "restapi.allowlist[0]: expected an IP address, a network like '10.0.0.0/24' or a host name, "
+     "got '10.0.0.0/33'"),
+    ("restapi-allowlist-bad-ip", {"restapi.allowlist": ["10.0.0.300"]},
+     "restapi.allowlist[0]: expected an IP address, a network like '10.0.0.0/24' or a host name, "
+     "got '10.0.0.300'"),
+    ("restapi-allowlist-bad-name", {"restapi.allowlist": ["db 1.example"]},
+     "restapi.allowlist[0]: expected an IP address, a network like '10.0.0.0/24' or a host name, "
+     "got 'db 1.example'"),
+    ("restapi-allowlist-include-members-word", {"restapi.allowlist_include_members": "maybe"},
+     "restapi.allowlist_include_members: must be true or false, got 'maybe'"),
+    ("restapi-certfile-not-string", {"restapi.certfile": ["a.pem"]},
+     "restapi.certfile: must be a string, got a list"),
+    ("restapi-keyfile-password-int", {"restapi.certfile": "/c.pem", "restapi.keyfile_password": 1234},
+     "restapi.keyfile_password: must be a string, got 1234: quote it in the YAML"),
+    ("restapi-keyfile-without-certfile", {"restapi.keyfile": "/k.pem"},
+     "restapi.keyfile: is set but restapi.certfile is not: set certfile to serve https, or remove keyfile"),
+    ("restapi-verify-client-bad", {"restapi.verify_client": "always"},
+     "restapi.verify_client: must be none, optional or required, got 'always'"),
+    ("restapi-verify-client-bool", {"restapi.verify_client": True},
+     "restapi.verify_client: must be none, optional or required, got true"),
+    ("restapi-verify-client-no-tls", {"restapi.verify_client": "required"},
+     "restapi.verify_client: required needs restapi.certfile and restapi.cafile: client certificates "
+     "are checked over https against the CA in cafile"),
+    ("restapi-verify-client-no-ca", {"restapi.verify_client": "optional", "restapi.certfile": "/c.pem"},
+     "restapi.verify_client: optional needs restapi.cafile: client certificates are checked over https "
+     "against the CA in cafile"),
     # DCS
     ("etcd3-missing", {"etcd3": DELETE},
      "etcd3: is required: add an etcd3: section with hosts: [host:port, ...] (or set PGWARDEN_ETCD3_HOSTS)"),
@@ -259,6 +291,54 @@ RULES: list[tuple[str, dict[str, Any], str]] = [
     ("use-unix-socket", {"postgresql.use_unix_socket": "socket"},
      "postgresql.use_unix_socket: must be true or false, got 'socket'"),
     ("pgpass", {"postgresql.pgpass": True}, "postgresql.pgpass: must be a string, got true: quote it in the YAML"),
+    # postgresql callbacks
+    ("callbacks-not-mapping", {"postgresql.callbacks": ["/bin/true"]},
+     "postgresql.callbacks: must be a mapping of keys, got a list"),
+    ("callbacks-unknown", {"postgresql.callbacks": {"on_promote": "/bin/true"}},
+     "postgresql.callbacks.on_promote: is not a callback: use on_start, on_stop, on_restart, "
+     "on_reload or on_role_change"),
+    ("callbacks-pre-promote-misplaced", {"postgresql.callbacks": {"pre_promote": "/bin/true"}},
+     "postgresql.callbacks.pre_promote: is not a callback: pre_promote goes directly under "
+     "postgresql (postgresql.pre_promote)"),
+    ("callbacks-empty", {"postgresql.callbacks": {"on_start": " "}},
+     "postgresql.callbacks.on_start: must not be empty: give the program to run, e.g. "
+     "'/usr/local/bin/callback.sh'"),
+    ("callbacks-empty-list", {"postgresql.callbacks": {"on_stop": []}},
+     "postgresql.callbacks.on_stop: must not be empty: give the program to run, e.g. "
+     "'/usr/local/bin/callback.sh'"),
+    ("callbacks-quotes", {"postgresql.callbacks": {"on_start": "/bin/true 'x"}},
+     "postgresql.callbacks.on_start: cannot split \"/bin/true 'x\" into words "
+     "(No closing quotation): check its quotes"),
+    ("callbacks-not-command", {"postgresql.callbacks": {"on_reload": 5}},
+     "postgresql.callbacks.on_reload: must be a command (a string or a list of strings), got 5"),
+    ("callbacks-list-item", {"postgresql.callbacks": {"on_restart": ["/bin/true", 1]}},
+     "postgresql.callbacks.on_restart[1]: must be a string, got 1"),
+    ("callbacks-absent", {"postgresql.callbacks": {"on_role_change": "/nonexistent/cb.sh x"}},
+     "postgresql.callbacks.on_role_change: /nonexistent/cb.sh does not exist: install the "
+     "script or fix the path"),
+    ("callbacks-not-in-path", {"postgresql.callbacks": {"on_start": "pgwarden-no-such-cb"}},
+     "postgresql.callbacks.on_start: 'pgwarden-no-such-cb' is not found in PATH: install it "
+     "or give its absolute path"),
+    ("callbacks-directory", {"postgresql.callbacks": {"on_start": "/"}},
+     "postgresql.callbacks.on_start: / is a directory, not a program"),
+    ("callbacks-not-executable", {"postgresql.callbacks": {"on_start": "/etc/passwd"}},
+     "postgresql.callbacks.on_start: /etc/passwd is not executable: chmod +x it"),
+    ("pre-promote-absent", {"postgresql.pre_promote": "/nonexistent/fence.sh"},
+     "postgresql.pre_promote: /nonexistent/fence.sh does not exist: install the script or fix "
+     "the path"),
+    ("pre-promote-empty", {"postgresql.pre_promote": ""},
+     "postgresql.pre_promote: must not be empty: give the program to run, e.g. "
+     "'/usr/local/bin/callback.sh'"),
+    ("pre-promote-mapping", {"postgresql.pre_promote": {"cmd": "/bin/true"}},
+     "postgresql.pre_promote: must be a command (a string or a list of strings), got a mapping"),
+    ("callback-timeout-zero", {"postgresql.callback_timeout": 0},
+     "postgresql.callback_timeout: must be a number of seconds > 0, got 0"),
+    ("callback-timeout-negative", {"postgresql.callback_timeout": -5},
+     "postgresql.callback_timeout: must be a number of seconds > 0, got -5"),
+    ("callback-timeout-bool", {"postgresql.callback_timeout": True},
+     "postgresql.callback_timeout: must be a number of seconds > 0, got true"),
+    ("callback-timeout-text", {"postgresql.callback_timeout": "30s"},
+     "postgresql.callback_timeout: must be a number of seconds > 0, got '30s'"),
     # watchdog
     ("watchdog-not-mapping", {"watchdog": "required"}, "watchdog: must be a mapping of keys, got 'required'"),
     ("watchdog-mode", {"watchdog.mode": "sometimes"},
@@ -475,6 +555,20 @@ def test_load_config_records_path(tmp_path: Path) -> None:
 
 # -- the Patroni-style file and our example -------------------------------------------------
 
+COMPAT_CALLBACK = "/usr/local/bin/patroni_callback.sh"  # named by the compat file
+_REAL_PROGRAM = config_module._program
+
+
+
+@pytest.fixture(autouse=True)
+def compat_callback_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callback programs are checked at load time, and the compat file's script is not on
+    this host: every test here sees it as installed (except where it says otherwise)."""
+    def program(p: Any, name: str, key: str) -> str | None:
+        return name if name == COMPAT_CALLBACK else _REAL_PROGRAM(p, name, key)
+
+    monkeypatch.setattr(config_module, "_program", program)
+
 
 def test_patroni_config_loads_unchanged() -> None:
     source = yaml.safe_load(COMPAT.read_text())
@@ -532,9 +626,9 @@ def test_example_config_loads() -> None:
     ("kubernetes", {"namespace": "default", "labels": {"app": "pg"}}),
     ("zookeeper", {"hosts": ["z:2181"]}),  # another DCS next to etcd3 is ignored
     ("citus", {"group": 0, "database": "citus"}),
-    ("restapi.certfile", "/etc/ssl/server.crt"),
-    ("restapi.allowlist", ["10.0.0.0/24"]),
-    ("postgresql.callbacks", {"on_role_change": "/bin/cb.sh"}),
+    ("restapi.http_extra_headers", {"X-Frame-Options": "SAMEORIGIN"}),
+    ("restapi.server_tokens", "minimal"),
+    ("postgresql.callbacks", {"on_role_change": "/bin/true"}),
     ("postgresql.create_replica_methods", ["basebackup"]),
     ("postgresql.authentication.superuser.sslmode", "require"),
     ("bootstrap.initdb", [{"encoding": "UTF8"}, "data-checksums"]),
@@ -715,6 +809,38 @@ def test_restapi_listen_all_interfaces_with_connect_address() -> None:
     assert cfg.restapi.connect_address == HostPort("n1.example", 8008)
 
 
+def test_restapi_tls_and_access_keys() -> None:
+    cfg = parse(changed({"restapi.certfile": "/etc/ssl/api.crt", "restapi.keyfile": "/etc/ssl/api.key",
+                         "restapi.keyfile_password": "pw", "restapi.cafile": "/etc/ssl/ca.crt",
+                         "restapi.ciphers": "ECDHE+AESGCM", "restapi.verify_client": "Required",
+                         "restapi.allowlist": ["10.0.0.0/24", " 10.0.1.7 ", "fd00::/64", "db1.example"],
+                         "restapi.allowlist_include_members": "on"}))
+    r = cfg.restapi
+    assert (r.certfile, r.keyfile, r.keyfile_password, r.cafile, r.ciphers) == (
+        "/etc/ssl/api.crt", "/etc/ssl/api.key", "pw", "/etc/ssl/ca.crt", "ECDHE+AESGCM")
+    assert r.verify_client == "required" and r.scheme == "https"
+    assert r.allowlist == ("10.0.0.0/24", "10.0.1.7", "fd00::/64", "db1.example")
+    assert r.allowlist_include_members is True
+
+
+def test_restapi_defaults_are_plain_http_and_open() -> None:
+    r = parse(base()).restapi
+    assert (r.certfile, r.verify_client, r.scheme, r.allowlist, r.allowlist_include_members) == (
+        None, "none", "http", (), False)
+
+
+def test_restapi_certificate_files_are_not_opened_when_the_config_loads() -> None:
+    """They are read when the API worker starts, so a config can be validated on another machine."""
+    assert parse(changed({"restapi.certfile": "/nonexistent/api.crt"})).restapi.scheme == "https"
+
+
+def test_patroni_config_restapi_tls_keys() -> None:
+    r = load_config(str(COMPAT), env={}).restapi
+    assert (r.certfile, r.keyfile, r.cafile, r.verify_client) == (
+        "/etc/patroni/ssl/server.crt", "/etc/patroni/ssl/server.key", "/etc/patroni/ssl/ca.crt", "optional")
+    assert r.allowlist == ("10.0.1.0/24", "127.0.0.1") and r.allowlist_include_members is True
+
+
 def test_explicit_connect_addresses() -> None:
     cfg = parse(changed({"restapi.listen": "0.0.0.0:8008", "restapi.connect_address": "10.0.0.11:8008",
                          "postgresql.listen": "*:5432", "postgresql.connect_address": "10.0.0.11:5432"}))
@@ -751,6 +877,9 @@ ENV_CASES: list[tuple[str, str, Any]] = [
     ("RESTAPI_CONNECT_ADDRESS", "10.0.0.98:9008", lambda c: str(c.restapi.connect_address)),
     ("RESTAPI_USERNAME", "api", lambda c: c.restapi.username),
     ("RESTAPI_PASSWORD", "apipw", lambda c: c.restapi.password),
+    ("RESTAPI_CERTFILE", "/env/api.crt", lambda c: c.restapi.certfile),
+    ("RESTAPI_KEYFILE_PASSWORD", "keypw", lambda c: c.restapi.keyfile_password),
+    ("RESTAPI_ALLOWLIST", "10.0.0.0/24", lambda c: ",".join(c.restapi.allowlist)),
     ("POSTGRESQL_LISTEN", "10.0.0.97:6432", lambda c: str(c.postgresql.listen)),
     ("POSTGRESQL_CONNECT_ADDRESS", "10.0.0.96:6432", lambda c: str(c.postgresql.connect_address)),
     ("POSTGRESQL_DATA_DIR", "/env/data", lambda c: c.postgresql.data_dir),
@@ -925,3 +1054,81 @@ def test_dynamic_repair_impossible_with_ttl_2() -> None:
 def test_bootstrap_dcs_is_never_repaired() -> None:
     """A local file is checked strictly: the user is there to fix it."""
     assert first_error(changed({"bootstrap.dcs.ttl": 25})).startswith("bootstrap.dcs: loop_wait")
+
+
+# -- postgresql callbacks ---------------------------------------------------------------------
+
+
+def executable(path: Path, text: str = "#!/bin/sh\n") -> str:
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_callbacks_default_to_none() -> None:
+    pg = parse(base()).postgresql
+    assert (pg.callbacks, pg.pre_promote, pg.callback_timeout) == ({}, None, 30.0)
+
+
+def test_callback_commands_are_split_like_a_shell_without_one(tmp_path: Path) -> None:
+    cb = executable(tmp_path / "cb.sh")
+    pg = parse(changed({
+        "postgresql.callbacks": {"on_start": f"{cb} --tag 'two words'",
+                                 "on_role_change": [cb, "a b", "$HOME"],
+                                 "on_stop": None},  # null: not configured
+        "postgresql.pre_promote": f"{cb} fence",
+        "postgresql.callback_timeout": "2.5",
+    })).postgresql
+    assert pg.callbacks == {"on_start": (cb, "--tag", "two words"),
+                            "on_role_change": (cb, "a b", "$HOME")}  # no shell expands it
+    assert pg.pre_promote == (cb, "fence")
+    assert pg.callback_timeout == 2.5
+
+
+def test_callback_program_name_is_resolved_through_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cb = executable(tmp_path / "my-callback")
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    pg = parse(changed({"postgresql.callbacks": {"on_reload": "my-callback x"}})).postgresql
+    assert pg.callbacks == {"on_reload": (cb, "x")}
+
+
+def test_callback_relative_path_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cb = executable(tmp_path / "cb.sh")
+    monkeypatch.chdir(tmp_path)
+    pg = parse(changed({"postgresql.pre_promote": "./cb.sh"})).postgresql
+    assert pg.pre_promote == (cb,)
+
+
+def test_callback_problems_are_all_reported(tmp_path: Path) -> None:
+    doc = changed({"postgresql.callbacks": {"on_start": "/nonexistent/a.sh", "on_bad": "x",
+                                            "on_stop": ""},
+                   "postgresql.pre_promote": "/nonexistent/b.sh",
+                   "postgresql.callback_timeout": 0})
+    assert [line.split(":")[0] for line in _all(doc)] == [
+        "postgresql.callbacks.on_start", "postgresql.callbacks.on_bad",
+        "postgresql.callbacks.on_stop", "postgresql.pre_promote", "postgresql.callback_timeout",
+    ]
+
+
+def test_patroni_config_names_its_missing_callback_script(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the script installed, the compat file fails on exactly its three callbacks."""
+    monkeypatch.setattr(config_module, "_program", _REAL_PROGRAM)
+    if Path(COMPAT_CALLBACK).exists():
+        pytest.skip(f"{COMPAT_CALLBACK} exists on this host")
+    message = f"{COMPAT_CALLBACK} does not exist: install the script or fix the path"
+    assert validate_file(str(COMPAT), env={}) == [
+        f"postgresql.callbacks.{name}: {message}"
+        for name in ("on_start", "on_stop", "on_role_change")
+    ]
+
+
+def test_patroni_config_callbacks() -> None:
+    pg = load_config(str(COMPAT), env={}).postgresql
+    assert pg.callbacks == {name: (COMPAT_CALLBACK,)
+                            for name in ("on_start", "on_stop", "on_role_change")}
