@@ -17,6 +17,7 @@ and, from the two agents' logs (ms timestamps), when each step of the handover w
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -69,7 +70,7 @@ STEPS = (("checkpoint", "old", "checkpointing before the shutdown"),
          ("lock_taken", "new", "leader key acquired"),
          ("promote_start", "new", "promote: starting"),
          ("promoted", "new", "promoted in"),
-         ("vip_held", "new", "held: running primary"),
+         ("vip_held", "new", "held: being promoted|held: running primary"),
          ("old_follows", "old", "rejoin: done"))
 STEP_NAMES = {"checkpoint": "checkpoint", "checkpoint_done": "checkpoint done",
               "vip_dropped": "VIP dropped", "stop": "stop", "stopped": "stopped",
@@ -98,7 +99,7 @@ def handover_steps(logs: dict[str, list[str]], since_wall: float) -> dict[str, f
     for key, who, text in STEPS:
         for line in logs[who]:
             t = log_time(line)
-            if t is not None and t >= since_wall and text in line:
+            if t is not None and t >= since_wall and any(x in line for x in text.split("|")):
                 out[key] = round(t - since_wall, 3)
                 break
     return out
@@ -146,6 +147,12 @@ def switchover_run(lab: Lab, n: int, client: Client) -> dict[str, Any]:
     logs = {who: lab.log_path(h).read_text(errors="replace").splitlines()
             for who, h in (("old", old), ("new", cand))}
     res["steps"] = steps = handover_steps(logs, wall0)
+    if os.environ.get("PGWARDEN_BENCH_DUMP"):
+        for who in ("old", "new"):
+            for line in logs[who]:
+                t = log_time(line)
+                if t is not None and wall0 - 0.1 <= t <= wall0 + 3:
+                    print(f"  {who} {t - wall0:+.3f} {line[24:180]}")
     if "vip_dropped" in steps and "vip_held" in steps:
         res["vip_away"] = steps["vip_held"] - steps["vip_dropped"]
     return res

@@ -318,6 +318,7 @@ class Agent:
                      "release_lsn": d.release_lsn},
             "dcs_ops": self.ledger.as_list(),
             "vip": d.vip,
+            "vip_hold_until": d.vip_hold_until,
             "watchdog": d.watchdog,
         }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgwarden.supervisor.rules import TRANSITIONS, Transition
+from pgwarden.supervisor.rules_ops import vip_hand_off
 from pgwarden.supervisor.snapshot import Decision, Snapshot
 
 
@@ -19,7 +20,7 @@ def decide(s: Snapshot) -> Decision:
     if s.memory.state == "stopped":
         return Decision(action="stay_stopped", reason="stopped", memory=s.memory,
                         pg_role="none", exit_code=0 if s.shutdown else None)
-    return vip_first(s, matching_transition(s).act(s))
+    return vip_hand_off(s, vip_first(s, matching_transition(s).act(s)))
 
 
 def vip_first(s: Snapshot, d: Decision) -> Decision:

@@ -92,7 +92,8 @@ class LocalRequests:
                  paused: bool, wall: float) -> None:
         if "schedule" in args:
             if paused:
-                self.answer(rid, 500, "Can't schedule restart in the paused state")
+                # Patroni answers 500; a 5xx from us means a bug, so: 400
+                self.answer(rid, 400, "Can't schedule restart in the paused state")
                 return
             at, why = parse_time(args.get("schedule"))
             if at is None:

@@ -18,7 +18,6 @@ from pgwarden.supervisor.election import better_peer, eligibility_problem
 from pgwarden.supervisor.rules_ops import (
     CHECKPOINT_BUDGET,
     act_handover,
-    act_handover_drop_vip,
     act_handover_release,
     act_handover_stopping,
     act_lead_restarting,
@@ -461,9 +460,6 @@ TRANSITIONS: tuple[Transition, ...] = (
                lambda s: i_hold_lock(s) and not pg_is_primary(s),
                "bootstrap", "bootstrapping", act_bootstrap_initdb),
     # a planned switchover (or manual failover) away from me
-    Transition(("handing_over",), "handing over, PostgreSQL stopped, VIP still held",
-               lambda s: handover_stopped(s) and s.vip_held,
-               "handover_drop_vip", "handing_over", act_handover_drop_vip),
     Transition(("handing_over",), "handing over, PostgreSQL stopped", handover_stopped,
                "release_lock_for_switchover", "replica", act_handover_release),
     Transition(("primary", "handing_over"), "holding the lock as primary, a switchover is due",

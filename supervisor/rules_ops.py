@@ -20,6 +20,9 @@ from pgwarden.supervisor.switchover import (
 # The leader's pre-shutdown CHECKPOINT makes the shutdown checkpoint (taken while nothing
 # can write) nearly empty; if it takes longer than this, stop anyway.
 CHECKPOINT_BUDGET = 10.0
+# After releasing the key the old primary keeps the VIP at most this long, until the new
+# primary runs (workers/network_inputs.handing_off).
+VIP_HOLD = 2.0
 
 
 def handover_timeout(s: Snapshot) -> float:
@@ -101,10 +104,9 @@ def switchover_due(s: Snapshot) -> bool:
 def act_handover(s: Snapshot) -> Decision:
     """Phase 1 (checkpoint): a CHECKPOINT while still serving, so the shutdown checkpoint
     has almost nothing to flush. Phase 2 (stop): a fast shutdown, which sends every WAL
-    record to the connected replicas before it ends. The VIP stays during the shutdown, so
-    clients get PostgreSQL's "shutting down" at once instead of a silent address; it goes
-    before the key is released (act_handover_drop_vip), and the lock is held throughout, so
-    no other host can hold it meanwhile."""
+    record to the connected replicas before it ends. The VIP stays during the shutdown and
+    the hand-off after it (vip_hand_off), so clients get refusals at once instead of an
+    address nobody answers, until the new primary's gratuitous ARP moves them."""
     key = _due_key(s)
     to = key.candidate if key and key.candidate else "the healthiest replica"
     m = s.memory
@@ -117,6 +119,10 @@ def act_handover(s: Snapshot) -> Decision:
             phase = "stop"
     memory = replace(moved(m, "handing_over", s.now), handover=phase, handover_since=since,
                      checkpoint_token=token)
+    if phase == "stop" and memory.vip_hold_until is None:
+        # from the end of the shutdown on (the hold never applies to a running primary);
+        # act_handover_release shortens it to VIP_HOLD after the key is released
+        memory = replace(memory, vip_hold_until=s.now + CHECKPOINT_BUDGET + 60.0)
     if phase == "checkpoint":
         return _d(s, "handover", "handing_over",
                   f"switchover to {to}: checkpointing before the shutdown",
@@ -134,11 +140,6 @@ def act_handover_stopping(s: Snapshot) -> Decision:
               pg_role="stopped", stop_mode="fast", lock_want=True, vip=True, watchdog="armed")
 
 
-def act_handover_drop_vip(s: Snapshot) -> Decision:
-    return _d(s, "handover_drop_vip", "handing_over",
-              "switchover: PostgreSQL stopped; dropping the VIP before releasing the key",
-              pg_role="stopped", lock_want=True, vip=False, watchdog="armed")
-
 
 def act_handover_release(s: Snapshot) -> Decision:
     lsn = s.pg.last_lsn
@@ -146,7 +147,28 @@ def act_handover_release(s: Snapshot) -> Decision:
               f"switchover: PostgreSQL stopped cleanly at LSN {lsn}; releasing the leader key",
               pg_role="stopped", lock_want=False, vip=False, release_lsn=lsn,
               memory=replace(moved(s.memory, "replica", s.now), handover=None,
-                             handover_since=None, leader_gone_at=s.now))
+                             handover_since=None, leader_gone_at=s.now,
+                             vip_hold_until=s.now + VIP_HOLD))
+
+
+def successor_runs(s: Snapshot) -> bool:
+    """Another member holds the key and reports itself as a running primary."""
+    c = s.cluster
+    if c is None or c.leader in (None, s.name) or c.leader not in c.members:
+        return False
+    m = c.members[c.leader]
+    return m.role == "primary" and m.state == "running"
+
+
+def vip_hand_off(s: Snapshot, d: Decision) -> Decision:
+    """Carry the hand-off window of act_handover_release through whatever the next
+    decisions are, until it expires or the new primary runs."""
+    until = d.memory.vip_hold_until
+    if until is None:
+        return d
+    if s.now >= until or successor_runs(s) or s.shutdown or d.action == "lead":
+        return replace(d, memory=replace(d.memory, vip_hold_until=None))
+    return replace(d, vip_hold_until=until)
 
 
 def handover_stopped(s: Snapshot) -> bool:

@@ -67,6 +67,7 @@ class Memory:
     handover: str | None = None  # switchover phase on the leader: checkpoint | stop
     handover_since: float | None = None  # mono when the current switchover began
     checkpoint_token: int = 0  # the last CHECKPOINT asked of the postgres worker
+    vip_hold_until: float | None = None  # mono: after a switchover, keep the VIP until then
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Decision:
     exit_code: int | None = None  # the agent should exit (after a clean stop) with this code
     checkpoint_token: int = 0  # ask the postgres worker for a CHECKPOINT (before a handover)
     release_lsn: int | None = None  # write this final LSN to `status` before releasing the key
+    vip_hold_until: float | None = None  # keep (never add) the VIP until then: a hand-off
 
     @property
     def state(self) -> str:

@@ -126,15 +126,19 @@ class AccessPolicy:
         client_cert: bool,
         member_hosts: Callable[[], Iterable[str]],
         resolve: Resolver = resolve_host,
+        check_members: bool = True,
     ) -> Denial | None:
         """None when the request may run. `headers` has lower-case names.
 
         `member_hosts` is called only when the static allowlist did not already admit the
         client, and its host names are resolved per call: members come and go.
+        `check_members=False` leaves the members out, as Patroni does for POST /failsafe:
+        its pings matter while the DCS is down, exactly when the member list is unknown.
         """
         unsafe = method not in SAFE_METHODS
-        if unsafe and (self.restrict_ips or self.include_members):
-            if not self._ip_allowed(client_ip, member_hosts, resolve):
+        include_members = self.include_members and check_members
+        if unsafe and (self.restrict_ips or include_members):
+            if not self._ip_allowed(client_ip, member_hosts if include_members else (lambda: ()), resolve):
                 return Denial(403, "Access is denied")
         needs_cert = self.verify_client == "required" or (unsafe and self.verify_client == "optional")
         if needs_cert and not client_cert:
@@ -153,8 +157,6 @@ class AccessPolicy:
             return False
         if any(address in net for net in self.allowlist):
             return True
-        if not self.include_members:
-            return False
         return any(
             address in net for host in member_hosts() for net in as_networks(host, resolve)
         )

@@ -122,13 +122,14 @@ class Actions:
     def cached(self) -> ClusterView | None:
         lease = self.app.shm.read("lease").data
         sup = self.app.shm.read("supervisor").data
-        ttl = float((sup.get("dynamic") or {}).get("ttl") or self.app.config.bootstrap_dcs.ttl)
-        from pgwarden.workers.api_status import Snapshot
+        from pgwarden.workers.api_status import Snapshot, dynamic_setting
 
-        return dcs_view(Snapshot(supervisor=sup, lease=lease), self.app.clock(), ttl)
+        snap = Snapshot(supervisor=sup, lease=lease)
+        return dcs_view(snap, self.app.clock(), dynamic_setting(snap, self.app.config, "ttl"))
 
     def dynamic(self) -> dict[str, Any]:
-        return self.app.shm.read("supervisor").data.get("dynamic") or {}
+        dyn = self.app.shm.read("supervisor").data.get("dynamic")
+        return dyn if isinstance(dyn, dict) else {}
 
     # -- switchover and failover ------------------------------------------------------
 
@@ -387,7 +388,10 @@ class Actions:
         if answer is None:
             return text_response(503, f"{kind} requested; no answer from the agent within "
                                       f"{wait:g} s: it may still be in progress")
-        return text_response(int(answer.get("code") or 500), str(answer.get("text") or ""))
+        code = answer.get("code")
+        if not isinstance(code, int) or isinstance(code, bool) or not 200 <= code < 600:
+            return text_response(503, f"{kind}: the agent gave an unreadable answer")
+        return text_response(code, str(answer.get("text") or ""))
 
     def post_restart(self, request: "Request") -> "Response":
         from pgwarden.workers.api_server import text_response

@@ -60,6 +60,11 @@ from pgwarden.workers.api_status import (
 
 log = logging.getLogger("pgwarden.api")
 
+# Routes where allowlist_include_members does not apply (Patroni's
+# `check_access(allowlist_check_members=False)`): failsafe pings arrive while the DCS is
+# down, when the cached member list has expired; only restapi.allowlist applies there.
+MEMBERS_NOT_CHECKED = frozenset({("POST", "/failsafe")})
+
 # Every body this API takes is a small JSON object; 1 MiB is far above any real one and
 # keeps a hostile client from making a worker buffer gigabytes.
 MAX_BODY_BYTES = 1 << 20
@@ -232,7 +237,10 @@ class ApiApp:
                 client_ip,
                 client_cert,
             )
-            denial = self.access.check(method, request.headers, client_ip, client_cert, self.member_hosts)
+            denial = self.access.check(
+                method, request.headers, client_ip, client_cert, self.member_hosts,
+                check_members=(method, path) not in MEMBERS_NOT_CHECKED,
+            )
             if denial is not None:
                 log.info("REST API %s %s from %s refused: %d %s",
                          method, path, client_ip, denial.code, denial.text)

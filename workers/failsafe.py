@@ -89,7 +89,7 @@ def _post(cfg: Config, url: str, body: dict[str, Any], timeout: float) -> str:
         context = ssl.create_default_context(cafile=cafile)
         certfile, keyfile = getattr(rest, "certfile", None), getattr(rest, "keyfile", None)
         if certfile:
-            context.load_cert_chain(certfile, keyfile)
+            context.load_cert_chain(certfile, keyfile, getattr(rest, "keyfile_password", None))
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return "accepted" if r.status == 200 else f"answered {r.status}"

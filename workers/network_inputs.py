@@ -72,6 +72,14 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     op = pg.data.get("operation")
     if isinstance(op, dict) and op.get("name") == "restart" and pg.data.get("role") != "replica":
         restarting = True  # a restart asked through the API, under the lock (lead_restarting)
+    promoting = (isinstance(pg_intent, dict) and pg_intent.get("role") == "primary"
+                 and intent_vip and pg.data.get("running") is True
+                 and pg.data.get("role") == "replica")
+    if promoting:
+        # being promoted under the lock (vip-manager's rule: the VIP follows the key): a
+        # client reaching it meanwhile gets "read-only" at once and retries, instead of a
+        # lost SYN and a 1 s retransmission; writes land the moment promotion completes
+        restarting = True
     if isinstance(op, dict) and op.get("name") == "stop" and intent_vip:
         # a switchover's clean shutdown under the lock: clients get "shutting down" at once
         # rather than silence; the decision drops the VIP before releasing the key
@@ -81,4 +89,23 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
                                    restarting_in_place=restarting)
     if allowed and lease.data.get("holds_leader") is not True:
         allowed, reason = False, "the lease worker does not confirm that we hold the leader key"
+    if allowed and promoting:
+        reason = "being promoted under a confirmed lease: the VIP follows the leader key"
+    hold = intent.get("vip_hold_until") if isinstance(intent, dict) else None
+    if not allowed and not paused and handing_off(hold, now, pg.data):
+        # keep, never add (the `paused` verdict means "leave as it is"): see handing_off
+        return Verdict(False, True, "switchover hand-off: the VIP stays, answering with "
+                       "refusals, until the new primary holds it", None, margin)
     return Verdict(allowed, paused, reason, deadline - margin, margin)
+
+
+def handing_off(hold_until: Any, now: float, pg: dict[str, Any]) -> bool:
+    """After a switchover released the key, the old primary keeps an address it already has
+    for a moment (at most until `hold_until`, and the supervisor ends it as soon as the new
+    primary runs): a client's connection attempt then gets "refused" or "read-only" at once
+    and retries, instead of a SYN lost to an address nobody has (a 1 s TCP retransmission).
+    Safe: PostgreSQL here is not a running primary, so nothing written through it can be
+    acknowledged; the new primary's gratuitous ARP moves clients away."""
+    if not _number(hold_until) or not now < float(hold_until):
+        return False
+    return not (pg.get("running") is True and pg.get("role") == "primary")

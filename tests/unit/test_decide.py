@@ -187,10 +187,6 @@ CASES += [
      snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False), state="primary",
           no_cluster=True, dynamic=PAUSED),
      {"pg_role": "none", "watchdog": "disarmed", "lock_want": True}),
-    ("handing over, PostgreSQL stopped, VIP still held",
-     snap("n1", cl=SWITCH_TO_N2, pg=replace(STOPPED, last_lsn=250), lease=HOLDING,
-          vip_held=True, memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
-     {"lock_want": True, "vip": False, "release_lsn": None}),
     ("handing over, PostgreSQL stopped",
      snap("n1", cl=SWITCH_TO_N2, pg=replace(STOPPED, last_lsn=250), lease=HOLDING,
           memory=Memory(state="handing_over", since=NOW - 1, handover="stop")),
@@ -369,9 +365,13 @@ def test_switchover_checkpoint_then_stop() -> None:
     assert d2.pg_role == "stopped" and d2.stop_mode == "fast" and d2.lock_want
     stopped = replace(s2, memory=d2.memory, pg=replace(STOPPED, last_lsn=300))
     d3 = decide(stopped)
-    assert not d3.vip and d3.lock_want, "the VIP goes before the key"
-    d4 = decide(replace(stopped, memory=d3.memory, vip_held=False))
-    assert not d4.lock_want and d4.release_lsn == 300
+    assert not d3.lock_want and d3.release_lsn == 300 and not d3.vip
+    assert d3.vip_hold_until == NOW + 2.0, "the VIP is handed off, not dropped into silence"
+    # the hand-off ends as soon as the new primary runs
+    after = cluster(leader="n2", members=[member("n1", "replica", "stopped"),
+                                          member("n2", "primary"), member("n3")])
+    d4 = decide(replace(stopped, memory=d3.memory, cluster=after, pg=STOPPED))
+    assert d4.vip_hold_until is None and d4.memory.vip_hold_until is None
 
 
 def test_switchover_to_a_lagging_candidate_clears_the_key() -> None:

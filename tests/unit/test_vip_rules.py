@@ -164,3 +164,20 @@ def test_a_primary_restarted_in_place_keeps_the_vip_under_a_confirmed_lease() ->
                             restarting_in_place=True)[0]
     assert not may_hold_vip(False, False, None, now, now + 10, 3, False,
                             restarting_in_place=True)[0]
+
+
+# -- the switchover hand-off window (workers/network_inputs.handing_off) -------------------
+
+def test_hand_off_keeps_the_vip_only_before_its_deadline_and_never_on_a_primary() -> None:
+    from pgwarden.workers.network_inputs import handing_off
+
+    stopped = {"running": False, "role": None}
+    replica = {"running": True, "role": "replica"}
+    primary = {"running": True, "role": "primary"}
+    assert handing_off(12.0, 10.0, stopped)
+    assert handing_off(12.0, 10.0, replica), "a rejoined replica refuses writes itself"
+    assert not handing_off(12.0, 10.0, primary), "a running primary follows rule 2 only"
+    assert not handing_off(12.0, 12.0, stopped), "the window ends at its deadline"
+    assert not handing_off(None, 10.0, stopped)
+    assert not handing_off(float("nan"), 10.0, stopped)
+    assert not handing_off(True, 0.5, stopped), "a bool is not a deadline"
