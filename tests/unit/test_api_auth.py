@@ -208,6 +208,19 @@ def test_allowlist_include_members_without_a_fresh_view_admits_no_member(shm: Sh
     assert_text(app.handle("POST", "/echo", b'{"a": 1}', {}, "10.0.0.2"), 403, "Access is denied")
 
 
+def test_failsafe_pings_skip_the_member_check_as_in_patroni(shm: SharedState) -> None:
+    """While the DCS is down the member list expires, exactly when failsafe pings matter."""
+    app = app_with(shm, allowlist_include_members=True)  # and no view: no member is known
+    app.routes[("POST", "/failsafe")] = echo
+    assert app.handle("POST", "/failsafe", b'{"name": "n2"}', {}, "10.0.0.2").code == 200
+    assert app.handle("POST", "/echo", b'{"name": "n2"}', {}, "10.0.0.2").code == 403
+    # the static allowlist still applies to it
+    app = app_with(shm, allowlist_include_members=True, allowlist=("192.168.0.0/16",))
+    app.routes[("POST", "/failsafe")] = echo
+    assert_text(app.handle("POST", "/failsafe", b'{"name": "n2"}', {}, "10.0.0.2"), 403, "Access is denied")
+    assert app.handle("POST", "/failsafe", b'{"name": "n2"}', {}, "192.168.0.2").code == 200
+
+
 # -- client certificates -------------------------------------------------------------------
 
 TLS = {"certfile": "/c.pem", "cafile": "/ca.pem"}
