@@ -13,9 +13,9 @@ def member_data(cfg: Config, pg: dict[str, Any], paused: bool,
     api = cfg.restapi.connect_address
     role = pg.get("role") or "uninitialized"
     data: dict[str, Any] = {
-        "conn_url": f"postgres://{pgc.host}:{pgc.port}/postgres",
+        "conn_url": f"postgres://{url_host(pgc.host)}:{pgc.port}/postgres",
         # patronictl and peers take the scheme from api_url, so it must say https under TLS
-        "api_url": f"{cfg.restapi.scheme}://{api.host}:{api.port}/patroni",
+        "api_url": f"{cfg.restapi.scheme}://{url_host(api.host)}:{api.port}/patroni",
         "state": pg.get("state") or "stopped",
         "role": role,
         # Patroni's tools read this as the Patroni version (feature gates): speak theirs
@@ -45,3 +45,8 @@ def member_data(cfg: Config, pg: dict[str, Any], paused: bool,
     if paused:
         data["pause"] = True
     return data
+
+
+def url_host(host: str) -> str:
+    """An IPv6 literal goes in brackets inside a URL (RFC 3986); names and IPv4 as they are."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -351,8 +351,8 @@ class PostgresWorker:
             self.callbacks.fire("on_reload", self.status.get("role") or "unknown")
         return change
 
-    def _sync_slots(self) -> None:
-        if mono() - self.slots_checked_at < 5.0:
+    def _sync_slots(self, force: bool = False) -> None:
+        if not force and mono() - self.slots_checked_at < 5.0:
             return
         self.slots_checked_at = mono()
         dyn = self.ctx.shm.read("supervisor").data.get("dynamic") or {}
@@ -526,6 +526,10 @@ class PostgresWorker:
             raise PostgresError(f"promotion aborted: {reason}")
         if not self._lease_confirms_lock():  # pre_promote may have run for a while
             raise PostgresError("promotion aborted: the leader key was lost during pre_promote")
+        # The other members' slots, created on the standby before it leaves recovery (they
+        # survive the promotion): replicas re-pointed at us find their slot at once instead
+        # of failing and retrying after wal_retrieve_retry_interval (5 s measured).
+        self._sync_slots(force=True)
         took = promote(self.conn, timeout=30.0)
         self.callbacks.fire("on_role_change", "primary")
         self.log.info("promoted in %.3f s", took)
