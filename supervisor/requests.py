@@ -37,6 +37,7 @@ class LocalRequests:
     pending: list[PendingOp] = field(default_factory=list)
     scheduled_restart: dict[str, Any] | None = None  # {"schedule", "at", "args"}
     reload_wanted: bool = False
+    skipped_restart: bool = False  # the last scheduled restart was not needed any more
 
     # -- answers --------------------------------------------------------------------
 
@@ -107,7 +108,10 @@ class LocalRequests:
                 self.answer(rid, 409, "Another restart is already scheduled")
                 return
             rest = {k: v for k, v in args.items() if k != "schedule"}
-            self.scheduled_restart = {"schedule": args["schedule"], "at": at, "args": rest}
+            # Patroni's rule: a restart that already happened by the scheduled time (the
+            # postmaster started since) is not repeated
+            self.scheduled_restart = {"schedule": args["schedule"], "at": at, "args": rest,
+                                      "postmaster_start_time": pg.get("postmaster_start_time")}
             self.answer(rid, 202, "Restart scheduled")
             return
         self.start_restart(rid, args, pg, is_leader, wall)
@@ -170,6 +174,10 @@ class LocalRequests:
         sched = self.scheduled_restart
         if sched is not None and wall >= float(sched["at"]):
             self.scheduled_restart = None
+            started = sched.get("postmaster_start_time")
+            if started and pg.get("postmaster_start_time") not in (None, started):
+                self.skipped_restart = True  # restarted meanwhile: nothing left to apply
+                return
             self.start_restart(None, sched["args"], pg, is_leader, wall)
 
     def intent(self) -> dict[str, Any]:
@@ -181,7 +189,9 @@ class LocalRequests:
         return {
             "requests_done": dict(self.done),
             "scheduled_restart": None if sched is None else
-            {"schedule": sched["schedule"], **sched["args"]},
+            {"schedule": sched["schedule"], **sched["args"],
+             **({"postmaster_start_time": sched["postmaster_start_time"]}
+                if sched.get("postmaster_start_time") else {})},
         }
 
 
