@@ -6,10 +6,11 @@ same `cluster_body` the REST API serves at /cluster, so `list` and `/cluster` ag
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pgwarden.ctl.fencing_view import fencing_columns, fencing_values
 from pgwarden.ctl.output import yaml_text
 from pgwarden.dcs.model import ClusterView
 from pgwarden.workers.api_status import cluster_body
@@ -92,8 +93,13 @@ def _row_values(member: dict[str, Any], cluster: str, fmt: str, append_port: boo
     }
 
 
-def member_table(view: ClusterView, cluster: str, fmt: str = "pretty", extended: bool = False) -> MemberTable:
-    """Columns and rows of `list` (fmt pretty/tsv/json/yaml) or `topology` (fmt "topology")."""
+def member_table(view: ClusterView, cluster: str, fmt: str = "pretty", extended: bool = False,
+                 fencing: Mapping[str, dict[str, Any] | None] | None = None) -> MemberTable:
+    """Columns and rows of `list` (fmt pretty/tsv/json/yaml) or `topology` (fmt "topology").
+
+    `fencing` (`list --fencing`): each member's GET /patroni body, None if it did not answer;
+    its columns come after patronictl's, which stay exactly as they are.
+    """
     body = cluster_body(view, cluster)
     shown = [m for m in body["members"] if "host" in m]
     columns = list(BASE_COLUMNS)
@@ -105,10 +111,18 @@ def member_table(view: ClusterView, cluster: str, fmt: str = "pretty", extended:
                    or len({m["host"] for m in shown}) < len(shown))
     ordered = topology_order(body["members"]) if fmt == "topology" else iter(body["members"])
     rows: list[list[Any]] = []
+    ordered_names: list[str] = []
     for member in ordered:
+        ordered_names.append(member["name"])
         values = _row_values(member, cluster, fmt, append_port)
         rows.append([values.get(_key(c), "") for c in columns])
     _format_tags(columns, rows, fmt)
+    if fencing is not None:
+        extra = fencing_columns(fmt)
+        for member, row in zip(ordered_names, rows):
+            cells = fencing_values(fencing.get(member), fmt)
+            row.extend(cells[c] for c in extra)
+        columns += extra
     title = f" Cluster: {cluster} ({initialize_label(view)}) "
     if fmt in ("pretty", "topology"):
         # The title names the cluster; both lag columns are just "Lag" under their LSN.

@@ -11,8 +11,11 @@ import base64
 import http.client
 import json
 import ssl
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pgwarden.core.version import __version__
@@ -21,6 +24,7 @@ from pgwarden.ctl.settings import ApiSettings
 from pgwarden.dcs.model import Member
 
 DEFAULT_TIMEOUT = 10.0
+STATUS_TIMEOUT = 3.0  # a status read (GET /patroni) for a listing: one silent member must not stall it
 USER_AGENT = f"pgwardenctl/{__version__}"
 
 
@@ -118,3 +122,41 @@ class RestClient:
             raise ApiUnreachable(f"{member.name}: {method.upper()} {url} failed: {reason}") from None
         finally:
             conn.close()
+
+
+class Requester(Protocol):
+    def request(self, member: Member, method: str, endpoint: str, body: Any = None,
+                timeout: float | None = None) -> ApiResponse: ...
+
+
+def request_each(api: Requester, members: Sequence[Member], method: str, endpoint: str,
+                 timeout: float = STATUS_TIMEOUT) -> dict[str, ApiResponse | ApiUnreachable]:
+    """The same call to every member at once, one daemon thread each: name -> answer or ApiUnreachable.
+
+    Takes about one `timeout`, not one per member. A member still silent after twice the
+    timeout (a server that dribbles its answer) counts as unreachable; its thread is left
+    behind (daemon: it never delays exit). Other errors (e.g. unreadable TLS files) raise.
+    """
+    results: dict[str, ApiResponse | ApiUnreachable] = {}
+    errors: list[Exception] = []
+
+    def call(member: Member) -> None:
+        try:
+            results[member.name] = api.request(member, method, endpoint, timeout=timeout)
+        except ApiUnreachable as e:
+            results[member.name] = e
+        except Exception as e:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(m,), name=f"pgwardenctl-{m.name}", daemon=True)
+               for m in members]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 2 * timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if errors:
+        raise errors[0]
+    late = f"{method.upper()} /{endpoint.lstrip('/')}: no answer within {2 * timeout:g} s"
+    return {m.name: results[m.name] if m.name in results else ApiUnreachable(f"{m.name}: {late}")
+            for m in members}

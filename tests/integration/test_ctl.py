@@ -189,6 +189,21 @@ def test_list_table_shows_what_real_patronictl_shows(env: Env) -> None:
     assert [r[:5] for r in _table_rows(ours)] == [r[:5] for r in _table_rows(theirs)]
 
 
+def test_list_fencing_shows_each_members_fencing_state_from_its_api(env: Env) -> None:
+    primary = _primary(env)
+    rows = {r["Member"]: r for r in json.loads(env.ok("list", "--fencing", "-f", "json"))}
+    assert sorted(rows) == sorted(env.cluster.nodes)
+    for name, row in rows.items():
+        # the loopback cluster runs with `watchdog: {mode: off}` and no VIP
+        assert row["Watchdog"] == "off" and "Fed" not in row and "VIP" not in row, row
+        assert isinstance(row["Worker restarts"], dict) and row["Worker restarts"], row
+        assert row["Restarts"] == sum(row["Worker restarts"].values()), row
+    lease = rows[primary]["Lease"]
+    assert isinstance(lease, float) and 0 < lease <= env.view().config.value.get("ttl", 30), rows[primary]
+    table = env.ok("list", "-F")
+    assert _table_rows(table)[0][-5:] == ["Watchdog", "Fed", "Lease", "VIP", "Restarts"]
+
+
 def test_topology_puts_the_replicas_under_the_leader(env: Env) -> None:
     primary = _primary(env)
     names = [r[0] for r in _table_rows(env.ok("topology"))[1:]]

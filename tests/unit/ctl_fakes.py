@@ -143,6 +143,17 @@ def patroni(state: str = "running", start: str = "2026-01-02 10:00:00+00", role:
     return ApiResponse(200, json.dumps({"state": state, "role": role, "postmaster_start_time": start}))
 
 
+def fenced(mode: str | None = "required", armed: bool = True, since_feed: float | None = 1.25,
+           lease: float | None = 27.46, vip: bool = False, restarts: dict[str, int] | None = None,
+           status: int = 200) -> ApiResponse:
+    """GET /patroni as a pgwarden agent answers it: the fencing state under the `pgwarden` key."""
+    own = {"version": "0.1.0", "decision_reason": "no action", "watchdog_mode": mode, "watchdog_armed": armed,
+           "watchdog_since_feed": since_feed, "watchdog_reason": None, "lease_deadline_in": lease,
+           "vip_held": vip, "vip_holder": "n1" if vip else None,
+           "worker_restarts": {"api": 0, "lease": 0} if restarts is None else restarts}
+    return ApiResponse(status, json.dumps({"state": "running", "role": "replica", "pgwarden": own}))
+
+
 class FakeClock:
     """Monotonic time that advances only when the command sleeps."""
 
@@ -168,11 +179,12 @@ class Result:
 
 
 def run_ctl(argv: list[str], store: FakeStore | None = None, api: FakeApi | None = None,
-            stdin: str = "", capsys: Any = None, env: dict[str, str] | None = None) -> Result:
+            stdin: str = "", capsys: Any = None, env: dict[str, str] | None = None,
+            clock: FakeClock | None = None) -> Result:
     """Run pgwardenctl's main with fakes; stdout/stderr from pytest's capsys."""
     store = store or FakeStore(make_view())
     api = api or FakeApi()
-    clock = FakeClock()
+    clock = clock or FakeClock()
 
     def make_ctx(settings: Settings, force: bool) -> Ctx:
         return Ctx(settings, stdin=io.StringIO(stdin), env=env or {}, store_factory=lambda s, c: store,

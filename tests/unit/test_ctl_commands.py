@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from ctl_fakes import FakeApi, FakeStore, isolate_env, make_view, member_data, ok, patroni, run_ctl
+from ctl_fakes import FakeApi, FakeClock, FakeStore, fenced, isolate_env, make_view, member_data, ok, patroni, run_ctl
 from pgwarden.ctl.errors import ApiUnreachable
 from pgwarden.ctl.rest import ApiResponse
 from pgwarden.dcs.model import ClusterView, Versioned
@@ -83,6 +84,76 @@ def test_version_asks_each_member_and_fails_if_one_does_not_answer(capsys: Any) 
         "n2: Patroni 4.1.5 PostgreSQL 17.2",
         "n3: failed to get version: n3: GET http://n3/patroni failed: Connection refused"]
     assert run_ctl(["version"], capsys=capsys).out == "pgwardenctl version 0.1.0\n"
+
+
+# -- list --fencing --------------------------------------------------------------------------
+
+def _fencing_api() -> FakeApi:
+    """n1 answers (armed, holds the VIP), n2 answers 503 (PostgreSQL down: the body still counts),
+    n3's API is down."""
+    return (FakeApi().on("n1", "GET", "patroni", fenced(vip=True, restarts={"api": 1, "lease": 2}))
+            .on("n2", "GET", "patroni", fenced("automatic", armed=False, lease=None, status=503)))
+
+
+def test_list_fencing_asks_every_members_patroni_and_a_silent_one_shows_question_marks(capsys: Any) -> None:
+    api = _fencing_api()
+    plain = run_ctl(["list"], api=api, capsys=capsys)
+    assert api.calls == []  # without the flag: the DCS only, no REST call
+    r = run_ctl(["list", "--fencing"], api=api, capsys=capsys)
+    assert r.code == 0 and r.err == ""
+    assert sorted(api.calls) == [("n1", "GET", "patroni", None), ("n2", "GET", "patroni", None),
+                                 ("n3", "GET", "patroni", None)]
+    lines, before = r.out.splitlines(), plain.out.splitlines()
+    # each line starts as the usual table's (up to its closing | or +), then the fencing columns
+    assert [line[:len(b) - 1] for line, b in zip(lines, before)] == [b[:-1] for b in before]
+    assert lines[1].endswith("| Watchdog             | Fed | Lease | VIP  | Restarts |")
+    assert lines[3].endswith("| armed (required)     | 1.2 |  27.5 | held |        3 |")
+    assert lines[4].endswith("| disarmed (automatic) |     |       |      |        0 |")
+    assert lines[5].endswith("| ?                    |   ? |     ? | ?    |        ? |")
+
+
+def test_list_fencing_short_flag_with_json_yaml_and_tsv(capsys: Any) -> None:
+    rows = json.loads(run_ctl(["list", "-F", "-f", "json"], api=_fencing_api(), capsys=capsys).out)
+    assert rows[0]["Member"] == "n1" and rows[0]["Lease"] == 27.5 and rows[0]["Fed"] == 1.2
+    assert rows[0]["Restarts"] == 3 and rows[0]["Worker restarts"] == {"api": 1, "lease": 2}
+    assert rows[1]["Watchdog"] == "disarmed (automatic)" and "Lease" not in rows[1]  # empty cells left out
+    assert rows[2]["Watchdog"] == rows[2]["Lease"] == "?" and rows[2]["State"] == "streaming"
+    assert yaml.safe_load(run_ctl(["list", "-F", "-f", "yaml"], api=_fencing_api(), capsys=capsys).out) == rows
+    tsv = run_ctl(["list", "-F", "-f", "tsv"], api=_fencing_api(), capsys=capsys).out.splitlines()
+    assert tsv[0].endswith("\tWatchdog\tFed\tLease\tVIP\tRestarts")
+    assert tsv[1].endswith("\tarmed (required)\t1.2\t27.5\theld\t3")
+    assert tsv[3].endswith("\t?\t?\t?\t?\t?")
+
+
+def test_list_fencing_with_every_api_down_still_prints_every_row(capsys: Any) -> None:
+    r = run_ctl(["list", "--fencing", "-f", "json"], capsys=capsys)
+    assert r.code == 0 and r.err == ""
+    assert [(row["Member"], row["Watchdog"], row["Restarts"]) for row in json.loads(r.out)] == [
+        ("n1", "?", "?"), ("n2", "?", "?"), ("n3", "?", "?")]
+
+
+class _StopAfter(FakeClock):
+    """A clock whose n-th sleep is the user's Ctrl-C (how a watch ends)."""
+
+    def __init__(self, sleeps: int) -> None:
+        super().__init__()
+        self.left = sleeps
+
+    def sleep(self, seconds: float) -> None:
+        self.left -= 1
+        if self.left <= 0:
+            raise KeyboardInterrupt
+        super().sleep(seconds)
+
+
+def test_list_fencing_watch_asks_again_at_each_refresh(capsys: Any) -> None:
+    api = (FakeApi().on("n1", "GET", "patroni", fenced(lease=27.46), fenced(lease=25.0))
+           .on("n2", "GET", "patroni", fenced()).on("n3", "GET", "patroni", fenced()))
+    r = run_ctl(["list", "-F", "-w", "2", "-f", "tsv"], api=api, clock=_StopAfter(2), capsys=capsys)
+    assert r.code == 0
+    assert len(api.calls) == 6
+    leader_rows = [line for line in r.out.splitlines() if line.startswith("demo\tn1\t")]
+    assert [row.split("\t")[12] for row in leader_rows] == ["27.5", "25.0"]
 
 
 # -- switchover / failover -------------------------------------------------------------------

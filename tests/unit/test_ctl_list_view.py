@@ -8,7 +8,17 @@ from typing import Any
 import yaml
 
 from ctl_fakes import SYSID, make_view, member_data
-from pgwarden.ctl.members_view import ALIGN, history_rows, initialize_label, member_table, topology_order
+from pgwarden.ctl.fencing_view import FENCING_ALIGN, fencing_values, watchdog_text
+from pgwarden.ctl.members_view import (
+    ALIGN,
+    BASE_COLUMNS,
+    history_rows,
+    initialize_label,
+    member_table,
+    topology_order,
+)
+
+BASE_KEYS = set(BASE_COLUMNS)
 from pgwarden.ctl.output import format_rows
 
 
@@ -129,3 +139,78 @@ def test_history_rows_are_padded_to_five_columns() -> None:
     assert history_rows(view) == [
         [1, 50331800, "no recovery target specified", "", ""],
         [2, 83886240, "no recovery target specified", "2026-01-02T10:00:00+00:00", "n2"]]
+
+
+# -- list --fencing: columns from each member's GET /patroni `pgwarden` key --------------------
+
+def _own(**fields: Any) -> dict[str, Any]:
+    own = {"watchdog_mode": "required", "watchdog_armed": True, "watchdog_since_feed": 1.25,
+           "lease_deadline_in": 27.46, "vip_held": False, "worker_restarts": {"api": 0, "lease": 0}}
+    return {"state": "running", "pgwarden": {**own, **fields}}
+
+
+def test_fencing_columns_follow_patronictls_and_a_silent_member_shows_question_marks() -> None:
+    view = make_view()
+    bodies = {"n1": _own(vip_held=True, worker_restarts={"api": 1, "lease": 2}),
+              "n2": _own(watchdog_mode="automatic", watchdog_armed=False, lease_deadline_in=None),
+              "n3": None}
+    t = member_table(view, "demo", fencing=bodies)
+    assert format_rows(t.columns, t.rows, "pretty", t.title, {**ALIGN, **FENCING_ALIGN}) == f"""\
++ Cluster: demo ({SYSID}) ----+----+-------------+-----+------------+-----+----------------------+-----+-------+------+----------+
+| Member | Host     | Role    | State     | TL | Receive LSN | Lag | Replay LSN | Lag | Watchdog             | Fed | Lease | VIP  | Restarts |
++--------+----------+---------+-----------+----+-------------+-----+------------+-----+----------------------+-----+-------+------+----------+
+| n1     | 10.0.0.1 | Leader  | running   |  3 |             |     |            |     | armed (required)     | 1.2 |  27.5 | held |        3 |
+| n2     | 10.0.0.2 | Replica | streaming |  3 |   0/5000060 |   0 |  0/5000060 |   0 | disarmed (automatic) |     |       |      |        0 |
+| n3     | 10.0.0.3 | Replica | streaming |  3 |   0/5000060 |   0 |  0/5000060 |   0 | ?                    |   ? |     ? | ?    |        ? |
++--------+----------+---------+-----------+----+-------------+-----+------------+-----+----------------------+-----+-------+------+----------+"""
+
+
+def test_without_fencing_the_table_is_untouched() -> None:
+    view = make_view()
+    plain = member_table(view, "demo")
+    assert "Watchdog" not in plain.columns and len(plain.rows[0]) == len(plain.columns) == 9
+
+
+def test_fencing_cells_for_each_watchdog_state() -> None:
+    assert watchdog_text({"watchdog_mode": "off", "watchdog_armed": False}) == "off"
+    assert watchdog_text({"watchdog_mode": "required", "watchdog_armed": True}) == "armed (required)"
+    assert watchdog_text({"watchdog_mode": "automatic", "watchdog_armed": False}) == "disarmed (automatic)"
+    assert watchdog_text({"watchdog_mode": None}) == ""
+    # seconds since the last feed only while armed (a disarmed device's last feed is history)
+    assert fencing_values(_own(watchdog_armed=False, watchdog_since_feed=300.0))["Fed"] == ""
+    assert fencing_values(_own(watchdog_mode="off", watchdog_armed=False, watchdog_since_feed=None)) == {
+        "Watchdog": "off", "Fed": "", "Lease": "27.5", "VIP": "", "Restarts": 0}
+
+
+def test_an_expired_lease_is_negative_and_rounding_never_shows_minus_zero() -> None:
+    assert fencing_values(_own(lease_deadline_in=-3.26))["Lease"] == "-3.3"
+    assert fencing_values(_own(lease_deadline_in=-0.04))["Lease"] == "0.0"
+    assert fencing_values(_own(lease_deadline_in=-0.04), "json")["Lease"] == 0.0
+
+
+def test_a_patroni_member_answers_without_a_pgwarden_key_and_gets_blank_cells() -> None:
+    assert fencing_values({"state": "running", "patroni": {"version": "4.1.5"}}) == {
+        "Watchdog": "", "Fed": "", "Lease": "", "VIP": "", "Restarts": ""}
+
+
+def test_fencing_in_json_keeps_numbers_and_adds_the_restarts_per_worker() -> None:
+    view = make_view({"n1": member_data("n1", "primary"), "n2": member_data("n2")})
+    bodies = {"n1": _own(vip_held=True, worker_restarts={"api": 1, "lease": 2}), "n2": None}
+    t = member_table(view, "demo", "json", fencing=bodies)
+    rows = json.loads(format_rows(t.columns, t.rows, "json", t.title))
+    assert {k: v for k, v in rows[0].items() if k not in BASE_KEYS} == {
+        "Watchdog": "armed (required)", "Fed": 1.2, "Lease": 27.5, "VIP": "held", "Restarts": 3,
+        "Worker restarts": {"api": 1, "lease": 2}}
+    assert {k: v for k, v in rows[1].items() if k not in BASE_KEYS} == {
+        "Watchdog": "?", "Fed": "?", "Lease": "?", "VIP": "?", "Restarts": "?"}
+    ty = member_table(view, "demo", "yaml", fencing=bodies)
+    assert yaml.safe_load(format_rows(ty.columns, ty.rows, "yaml", ty.title)) == rows
+
+
+def test_fencing_in_tsv_is_text_with_blank_cells() -> None:
+    view = make_view({"n1": member_data("n1", "primary")})
+    t = member_table(view, "demo", "tsv", fencing={"n1": _own()})
+    assert format_rows(t.columns, t.rows, "tsv").splitlines() == [
+        "Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag"
+        "\tWatchdog\tFed\tLease\tVIP\tRestarts",
+        "demo\tn1\t10.0.0.1\tLeader\trunning\t3\t\t\t\t\tarmed (required)\t1.2\t27.5\t\t0"]

@@ -6,6 +6,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from pgwarden.ctl.errors import ApiUnreachable
-from pgwarden.ctl.rest import ApiResponse, RestClient, endpoint_url
+from pgwarden.ctl.rest import ApiResponse, RestClient, endpoint_url, request_each
 from pgwarden.ctl.settings import ApiSettings
 from pgwarden.dcs.model import Member
 
@@ -93,6 +94,25 @@ def test_a_refused_connection_is_unreachable_with_the_reason() -> None:
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(ApiUnreachable, match=f"n1: GET http://127.0.0.1:{port}/patroni failed: .*refused"):
             RestClient(ApiSettings()).request(_member(f"http://127.0.0.1:{port}/patroni"), "GET", "patroni")
+
+
+def test_request_each_asks_every_member_at_once_and_keeps_the_silent_ones_as_unreachable(
+        server: ThreadingHTTPServer) -> None:
+    port = server.server_address[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+        members = [Member(n, {"api_url": f"http://127.0.0.1:{port}/patroni"}) for n in ("n1", "n2", "n3")]
+        members.append(Member("n4", {"api_url": f"http://127.0.0.1:{closed}/patroni"}))
+        start = time.monotonic()
+        answers = request_each(RestClient(ApiSettings()), members, "GET", "slow", timeout=5.0)
+        took = time.monotonic() - start
+    assert list(answers) == ["n1", "n2", "n3", "n4"]
+    assert all(isinstance(answers[n], ApiResponse) and answers[n].status == 200 for n in ("n1", "n2", "n3"))
+    assert isinstance(answers["n4"], ApiUnreachable) and "refused" in answers["n4"].message
+    assert took < 4.0  # three 2-second answers side by side, not one after the other
+    late = request_each(RestClient(ApiSettings()), members[:1], "GET", "slow", timeout=0.3)["n1"]
+    assert isinstance(late, ApiUnreachable) and "no answer within 0.3 s" in late.message
 
 
 @pytest.fixture
