@@ -232,9 +232,30 @@ class Postmaster:
         return self.wait_exit(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the postmaster: the last resort (its backends exit on their own)."""
-        if self.pid is not None and self.poll() is None:
-            self._signal(signal.SIGKILL)
+        """SIGKILL the postmaster AND its children: the last resort, and a fence. Backends
+        notice a dead postmaster only when they run, so a frozen (SIGSTOPped) backend left
+        behind could wake later and finish a commit: nothing of the server may survive."""
+        if self.pid is None or self.poll() is not None:
+            return
+        try:
+            children = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        self._signal(signal.SIGKILL)
+        for child in children:
+            try:
+                child.send_signal(signal.SIGKILL)  # psutil checks the pid was not reused
+            except psutil.Error:
+                pass
+
+    def frozen(self) -> bool:
+        """The postmaster is stopped (SIGSTOP, a debugger): no stop mode can reach it."""
+        if self.pid is None:
+            return False
+        try:
+            return psutil.Process(self.pid).status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return False
 
     def reload(self) -> None:
         """SIGHUP: re-read postgresql.conf and pg_hba.conf."""

@@ -34,6 +34,7 @@ def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
         last_lsn=d.get("last_lsn") if isinstance(d.get("last_lsn"), int) else None,
         promote_refused_at=float(d["promote_refused_at"])
         if isinstance(d.get("promote_refused_at"), (int, float)) else None,
+        process_alive=isinstance(d.get("pid"), int) and not isinstance(d.get("pid"), bool),
     )
 
 

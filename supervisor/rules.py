@@ -226,6 +226,14 @@ def act_restart_crashed_primary(s: Snapshot) -> Decision:
               memory=moved(s.memory, "primary", s.now, pg_down_since=down))
 
 
+def act_fence_unresponsive(s: Snapshot) -> Decision:
+    return _d(s, "fence_postgres", "primary",
+              "PostgreSQL has not answered within primary_start_timeout but its postmaster "
+              "still exists: stopping it (killing it if frozen) before releasing the leader key",
+              pg_role="stopped", stop_mode="immediate", lock_want=True, vip=False,
+              watchdog="armed")
+
+
 def act_primary_start_timeout(s: Snapshot) -> Decision:
     return _d(s, "release_lock_for_failover", "replica",
               "PostgreSQL did not come back within primary_start_timeout; releasing the "
@@ -490,6 +498,11 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "holding the lock without data",
                lambda s: i_hold_lock(s) and data_empty(s) and s.pg.operation is None,
                "release_lock_no_data", "init", act_release_without_data),
+    Transition(("primary",), "holding the lock, PostgreSQL unresponsive past "
+               "primary_start_timeout, its postmaster still there",
+               lambda s: i_hold_lock(s) and not s.pg.running and pg_down_too_long(s)
+               and (s.pg.process_alive or s.pg.operation is not None),
+               "fence_postgres", "primary", act_fence_unresponsive),
     Transition(("primary",), "holding the lock, PostgreSQL down past primary_start_timeout",
                lambda s: i_hold_lock(s) and not s.pg.running and pg_down_too_long(s),
                "release_lock_for_failover", "replica", act_primary_start_timeout),

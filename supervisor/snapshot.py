@@ -34,6 +34,7 @@ class PgView:
     checkpoint_done: int = 0  # the last pre-switchover CHECKPOINT token the worker finished
     last_lsn: int | None = None  # a cleanly stopped server's shutdown checkpoint LSN
     promote_refused_at: float | None = None  # mono: pre_promote failed (stay out a ttl)
+    process_alive: bool = False  # a postmaster process exists (perhaps frozen or not answering)
 
 
 @dataclass(frozen=True)

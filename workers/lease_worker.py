@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -70,6 +71,7 @@ class LeaseWorker:
         self.failsafe_thread: threading.Thread | None = None
         self.last_failsafe_key: dict[str, str] | None = None
         self.publish_lock = threading.Lock()
+        self.failsafe_lock = threading.Lock()
 
     def _dynamic(self) -> dict[str, Any]:
         return self.ctx.shm.read("supervisor").data.get("dynamic") or {}
@@ -110,6 +112,7 @@ class LeaseWorker:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         self.resume()
+        threading.Thread(target=self._failsafe_watch, name="failsafe-watch", daemon=True).start()
         self.ctx.shm.claim("lease")
         self.publish(force=True)
         next_renew = 0.0
@@ -333,6 +336,19 @@ class LeaseWorker:
             self.dcs.set_failsafe(want)
             self.last_failsafe_key = want
 
+    def _failsafe_watch(self) -> None:
+        """Start failsafe rounds as soon as a renewal is overdue, not only once a DCS call
+        has failed: the main loop may sit in a call for its whole timeout, and a hang that
+        begins just before a renewal would otherwise be noticed after the demotion point."""
+        while not self.stop:
+            overdue = self.renewed_at and mono() - self.renewed_at > self._renew_interval() + 0.3
+            if not self.connected or overdue:
+                try:
+                    self.maybe_failsafe_round()
+                except Exception as e:  # noqa: BLE001 - the watcher must outlive a bad round
+                    self.ctx.log.warning("failsafe round could not start: %s", e)
+            time.sleep(0.2)
+
     def maybe_failsafe_round(self) -> None:
         """DCS unreachable while holding the key: ask every listed member to confirm."""
         pg = self.ctx.shm.read("postgres").data
@@ -343,11 +359,12 @@ class LeaseWorker:
         if self.name not in peers:
             self.failsafe_note = "not listed in the failsafe key: failsafe does not apply"
             return
-        if self.failsafe_thread is not None and self.failsafe_thread.is_alive():
-            return
-        if mono() - self.failsafe_round_at < min(1.0, self._renew_interval()):
-            return
-        self.failsafe_round_at = sent = mono()
+        with self.failsafe_lock:  # the main loop and the watcher both start rounds
+            if self.failsafe_thread is not None and self.failsafe_thread.is_alive():
+                return
+            if mono() - self.failsafe_round_at < min(1.0, self._renew_interval()):
+                return
+            self.failsafe_round_at = sent = mono()  # also spaces rounds: no second one now
         me = self.view.members.get(self.name) if self.view else None
         body = {"name": self.name, "conn_url": me.conn_url if me else None,
                 "api_url": peers[self.name], "slots": {}}
@@ -374,8 +391,10 @@ class LeaseWorker:
                 self.failsafe_active, self.failsafe_note = False, bad
             self.ctx.wakeups.poke("lease")
 
-        self.failsafe_thread = threading.Thread(target=round_, name="failsafe", daemon=True)
-        self.failsafe_thread.start()
+        thread = threading.Thread(target=round_, name="failsafe", daemon=True)
+        with self.failsafe_lock:
+            self.failsafe_thread = thread
+        thread.start()
 
     def publish(self, force: bool = False) -> None:
         with self.publish_lock:  # the failsafe thread publishes too: one writer at a time

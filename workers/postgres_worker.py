@@ -441,7 +441,13 @@ class PostgresWorker:
     def _stop(self, mode: str) -> None:
         self.state = "stopping"
         self.expect_exit = True
-        if not self.pm.stop(mode, timeout=60.0):  # type: ignore[arg-type]
+        if self.pm.frozen():
+            # a frozen server ignores every stop mode; the decision to stop it is a fence
+            self.log.error("PostgreSQL is frozen (stopped processes): killing it and its "
+                           "children")
+            self.pm.kill()
+            self.pm.wait_exit(30.0)
+        elif not self.pm.stop(mode, timeout=60.0 if mode == "fast" else 10.0):  # type: ignore[arg-type]
             if not self.pm.stop("immediate", timeout=10.0):
                 # a frozen postmaster ignores every stop mode: it is fenced by SIGKILL
                 self.log.error("PostgreSQL did not stop: killing the postmaster")

@@ -96,6 +96,11 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
      snap("n1", pg=STOPPED, lease=HOLDING,
           memory=Memory(state="primary", since=NOW - 400, pg_down_since=NOW - 301)),
      {"lock_want": False, "vip": False}),
+    ("holding the lock, PostgreSQL unresponsive past primary_start_timeout, its postmaster "
+     "still there",
+     snap("n1", pg=replace(STOPPED, process_alive=True), lease=HOLDING,
+          memory=Memory(state="primary", since=NOW - 400, pg_down_since=NOW - 301)),
+     {"lock_want": True, "pg_role": "stopped", "stop_mode": "immediate", "vip": False}),
     ("holding the lock, PostgreSQL down",
      snap("n1", pg=STOPPED, lease=HOLDING, state="primary"),
      {"pg_role": "primary", "lock_want": True, "recover": True}),
