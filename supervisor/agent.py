@@ -208,6 +208,10 @@ class Agent:
                 log.error("%s: stopping the node safely", e)
                 self.tree.intensity = 10**9  # let the safe stop restart what it needs
                 self.request_shutdown(str(e), EXIT_INTENSITY)
+                if self._needed_for_stop(slot.name):
+                    # the safe stop needs this very worker (the postgres worker stops
+                    # PostgreSQL, the lease worker releases the key): one more start
+                    self.tree.restart(slot)
         hang = max(10.0, float(self.dynamic.ttl))  # from the last cycle: no extra read
         now = mono()
         for name in WORKERS:

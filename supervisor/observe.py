@@ -47,6 +47,8 @@ def lease_view(v: SectionView, now_ns: int, max_age: float) -> LeaseView:
         acquire_token_done=int(d.get("acquire_token_done") or 0),
         acquire_result=bool(d.get("acquire_result")),
         fresh=fresh(v, now_ns, max_age),
+        # a fresh lease worker publishes once before its first DCS call: nothing known yet
+        first_round_done=bool(d.get("connected")) or d.get("last_error") is not None,
     )
 
 

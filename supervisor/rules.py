@@ -160,6 +160,19 @@ def act_shutdown_done(s: Snapshot) -> Decision:
 # no DCS ------------------------------------------------------------------------------
 
 
+def act_wait_lease_worker(s: Snapshot) -> Decision:
+    return _d(s, "wait_for_lease_worker", "init",
+              "starting: waiting for the lease worker's first DCS round before deciding "
+              "anything (a running PostgreSQL is left as it is)", pg_role="none")
+
+
+def act_reclaim_own_key(s: Snapshot) -> Decision:
+    return _d(s, "reclaim_leader_key", "candidate",
+              f"the leader key still names me ({s.name}) and PostgreSQL runs as primary: "
+              "taking the key back on my new lease (adopting the running primary)",
+              pg_role="primary", lock_want=True, watchdog="armed", **_acquire(s))
+
+
 def act_dcs_lost_keep_primary(s: Snapshot) -> Decision:
     left = margin_deadline(s) - s.now
     return _d(s, "keep_primary_without_dcs", "primary",
@@ -445,6 +458,10 @@ TRANSITIONS: tuple[Transition, ...] = (
                "release_lock", "stopping", act_shutdown_release),
     Transition(ANY, "shutdown and PostgreSQL stopped", lambda s: s.shutdown,
                "exit", "stopped", act_shutdown_done),
+    # a restarted agent: nothing is known until the lease worker has talked to the DCS once
+    Transition(("init",), "starting, the lease worker has not finished its first DCS round",
+               lambda s: not s.lease.first_round_done,
+               "wait_for_lease_worker", "init", act_wait_lease_worker),
     # the DCS is out of reach
     Transition(ALIVE, "paused, no DCS view", lambda s: paused(s) and not dcs_ok(s),
                "wait_for_dcs_paused", "(unchanged)", act_paused_no_dcs),
@@ -528,6 +545,12 @@ TRANSITIONS: tuple[Transition, ...] = (
                "promote", "primary", act_promote),
     Transition(ALIVE, "holding the lock as primary", i_hold_lock,
                "lead", "primary", act_lead),
+    # my previous incarnation's key (agent restarted, lease worker started afresh)
+    Transition(ALIVE, "the leader key names me but is not confirmed, PostgreSQL a running "
+               "primary",
+               lambda s: s.cluster is not None and s.cluster.leader == s.name
+               and not s.lease.holds_leader and pg_is_primary(s),
+               "reclaim_leader_key", "candidate", act_reclaim_own_key),
     # I am primary without the lock: someone else has it, or mine is gone
     Transition(ALIVE, "primary while another member holds the lock",
                lambda s: pg_is_primary(s) and other_leader(s) is not None,

@@ -47,6 +47,7 @@ class LeaseView:
     acquire_token_done: int = 0
     acquire_result: bool = False
     fresh: bool = False
+    first_round_done: bool = True  # the lease worker finished one DCS round (ok or failed)
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,12 @@ class LeaseWorker:
         want, token = bool(lock.get("want")), int(lock.get("acquire_token") or 0)
         if want and token > self.token_done and not self.holds:
             sent = mono()
-            self.acquire_result = self.dcs.acquire_leader(self.name)
+            if self.view is not None and self.view.leader == self.name:
+                # our own key from before a restart (same member, a new lease): ensure_leader
+                # re-attaches it, and says False if the key changed hands meanwhile
+                self.acquire_result = self.dcs.ensure_leader(self.name)
+            else:
+                self.acquire_result = self.dcs.acquire_leader(self.name)
             self.token_done = token
             self.holds = self.acquire_result
             self.leader_checked_at = sent

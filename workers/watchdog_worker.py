@@ -159,7 +159,7 @@ class WatchdogWorker:
             ttl=ttl,
             renew_interval=renew_interval(ttl, loop_wait),
             max_age=max_age,
-            renewed_at=0.0 if lease.torn else float(lease.data.get("renewed_at") or 0.0),
+            renewed_at=0.0 if lease.torn else confirmed_at(lease.data, ttl),
             lease_deadline=float(deadline) if deadline else None,
             supervisor_age=float("inf") if sup.torn else sup.age(now_ns),
             postgres_age=float("inf") if pg.torn else pg.age(now_ns),
@@ -345,6 +345,21 @@ def _fresh(view: SectionView, now_ns: int, max_age: float) -> dict[str, Any] | N
     if view.torn or view.age(now_ns) >= max_age:
         return None
     return view.data
+
+
+def confirmed_at(lease: dict[str, Any], ttl: float) -> float:
+    """When our leadership was last confirmed: the last lease renewal, or the last failsafe
+    round every member accepted (its deadline minus the ttl it was granted for). A feed
+    needs a confirmation newer than the last feed; without the failsafe one, a primary that
+    failsafe mode keeps would be reset by its own watchdog (found by the lab scenario)."""
+    renewed = lease.get("renewed_at")
+    best = float(renewed) if isinstance(renewed, (int, float)) and not isinstance(renewed, bool) else 0.0
+    fs = lease.get("failsafe_deadline")
+    granted = lease.get("ttl")
+    if isinstance(fs, (int, float)) and not isinstance(fs, bool) and fs > 0:
+        span = float(granted) if isinstance(granted, (int, float)) and granted > 0 else ttl
+        best = max(best, float(fs) - span)
+    return best
 
 
 def run(ctx: WorkerContext) -> int:

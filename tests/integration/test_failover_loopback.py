@@ -154,3 +154,30 @@ def _set_dynamic(c: LoopbackCluster, changes: dict) -> None:
     value = json.loads(c.etcd_get("config") or "{}")
     value.update(changes)
     c.etcd_put("config", json.dumps(value, separators=(",", ":")))
+
+
+def test_agent_sigkilled_on_the_primary_then_restarted_adopts_postgres(make_cluster) -> None:
+    """KillMode=process: SIGKILL of the supervisor (its workers die with it through
+    PDEATHSIG), PostgreSQL keeps running; the agent started again within the lease's ttl
+    adopts the running primary: same postmaster, same timeline, no other member promoted."""
+    c = make_cluster()
+    names = tuple(c.nodes)
+    primary = _healthy(c, names)
+    assert primary
+    pm = c.postmaster_pid(primary)
+    tl = _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+    agent = c.agent_pid(primary)
+    assert pm and agent
+    os.kill(agent, signal.SIGKILL)
+    c.wait_until(lambda: c.nodes[primary].proc is not None
+                 and c.nodes[primary].proc.poll() is not None, 10, "the agent gone")
+    assert c.postmaster_pid(primary) == pm, "PostgreSQL must outlive a killed agent"
+    c.start(primary)
+    c.wait_until(lambda: _healthy(c, names) == primary, 60, f"{primary} leading again")
+    assert c.postmaster_pid(primary) == pm, "the running postmaster was adopted, not restarted"
+    assert _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl
+    log = c.nodes[primary].log_text()
+    assert "adopted the running postmaster" in log and "leader key" in log
+    for other in names:
+        if other != primary:
+            assert "promoting" not in c.nodes[other].log_text()

@@ -188,6 +188,13 @@ NO_LEADER_SWITCH = with_failover(cluster(leader=None, members=[member("n1", "rep
                                           optime=100), leader="n1", member="n2")
 
 CASES += [
+    ("starting, the lease worker has not finished its first DCS round",
+     snap("n1", pg=PRIMARY, lease=replace(NOT_HOLDING, connected=False, first_round_done=False),
+          state="init", no_cluster=True),
+     {"pg_role": "none", "lock_want": False, "state": "init"}),
+    ("the leader key names me but is not confirmed, PostgreSQL a running primary",
+     snap("n1", pg=PRIMARY, lease=NOT_HOLDING, state="init"),
+     {"pg_role": "primary", "lock_want": True, "acquire_token": 1, "state": "candidate"}),
     ("paused, no DCS view",
      snap("n1", pg=PRIMARY, lease=replace(HOLDING, connected=False), state="primary",
           no_cluster=True, dynamic=PAUSED),

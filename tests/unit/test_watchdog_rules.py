@@ -162,3 +162,13 @@ def test_the_timing_helpers() -> None:
     assert heartbeat_max_age(0) == 3
     assert poll_interval(25) == 0.2
     assert poll_interval(0.4) == 0.1
+
+
+def test_a_failsafe_round_counts_as_a_confirmation_for_feeding() -> None:
+    from pgwarden.workers.watchdog_worker import confirmed_at
+
+    assert confirmed_at({"renewed_at": 10.0}, 10) == 10.0
+    # every member accepted a round sent at 15 (deadline 25 with ttl 10): a newer confirmation
+    assert confirmed_at({"renewed_at": 10.0, "failsafe_deadline": 25.0, "ttl": 10}, 30) == 15.0
+    assert confirmed_at({"renewed_at": 20.0, "failsafe_deadline": 25.0, "ttl": 10}, 10) == 20.0
+    assert confirmed_at({"renewed_at": True, "failsafe_deadline": "x"}, 10) == 0.0
