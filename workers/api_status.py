@@ -150,7 +150,14 @@ def holds_leader(snap: Snapshot, view: ClusterView | None, name: str, now: float
     """We hold the leader key: the lease worker says so, the view agrees, and the lease (or
     failsafe mode) still covers us beyond the safety margin: past that instant rule 1 has the
     node stop answering as primary, and so does its health check."""
-    if view is None or view.leader != name or snap.lease.get("holds_leader") is not True:
+    if snap.lease.get("holds_leader") is not True:
+        return False
+    if view is None:
+        # the DCS view aged out: only failsafe mode (every member confirmed) vouches for us,
+        # and then we answer as the leader, as Patroni's failsafe primary does
+        if snap.lease.get("failsafe_active") is not True:
+            return False
+    elif view.leader != name:
         return False
     deadline = authority_deadline(snap.lease)
     margin = as_number(snap.supervisor.get("safety_margin")) or 0.0

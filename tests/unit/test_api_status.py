@@ -216,6 +216,12 @@ def test_ttl_for_staleness_comes_from_the_dynamic_config() -> None:
         (lease(leader="n2"), False),  # the view disagrees with the lease worker's flag
         (lease(leader=None), False),
         (lease(deadline_in=-0.1), False),  # our lease may already have expired
+        # the DCS view aged out during an outage: only failsafe mode keeps us the leader
+        (lease(cluster_age=31.0), False),
+        (dict(lease(cluster_age=31.0, deadline_in=-5.0), failsafe_active=True,
+              failsafe_deadline=NOW + 20), True),
+        (dict(lease(cluster_age=31.0, deadline_in=-5.0), failsafe_active=True,
+              failsafe_deadline=NOW - 1), False),
     ],
 )
 def test_holds_leader(lease_data: dict[str, Any], holds: bool) -> None:
