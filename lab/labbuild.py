@@ -6,6 +6,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 from pathlib import Path
 
 import yaml
@@ -106,6 +107,19 @@ class LabBuild(LabObserve):
         if host not in self.state["partitioned"]:
             netns.ip("link", "set", h["veth"], "up", ns=self.state["bridge_ns"])
 
+    def set_sync(self, on: bool = True) -> None:
+        """Switch the static `synchronous_standby_names = 'ANY 1 (every member)'` on (or
+        off) in every agent's config file and SIGHUP the live agents, which reload it into
+        PostgreSQL. For a lab bootstrapped without it: an agent bootstrapping with the setting
+        waits for a synchronous standby that cannot exist yet (tests/lab/test_lab_fencing.py)."""
+        with self._locked():
+            self.state["options"]["sync"] = on
+            for host in self.db_hosts:
+                self._write_config(host)
+                pid = self.agent_pid(host)
+                if pid is not None:
+                    netns.signal_pids([pid], signal.SIGHUP, self.ns(host))
+
     def _write_config(self, host: str) -> None:
         self._db(host)
         path = self.config_path(host)
@@ -127,25 +141,35 @@ class LabBuild(LabObserve):
         self._record("dcs", "etcd", pid)
 
     def _start_db_host(self, host: str) -> None:
+        if self.state["emulator"]:
+            self._start_emulator(host)
+        self._start_agent(host)
+
+    def _start_emulator(self, host: str, reset: bool = True) -> None:
+        """The host's watchdog "hardware". `reset=False`: an emulator that only logs its
+        expiry (no --netns), i.e. a host that survives a watchdog firing."""
         h = self._db(host)
         d = Path(h["dir"])
-        if self.state["emulator"]:
-            dev = d / "watchdog"
-            with contextlib.suppress(FileNotFoundError):
-                if not dev.is_fifo():
-                    dev.unlink()
-            cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", EMULATOR_MODULE,
-                   "--device", str(dev), "--netns", h["ns"],
-                   "--timeout", str(self.state["options"]["watchdog_timeout"]),
-                   "--log", str(d / "watchdog.log")]
-            proc, logf = spawn(cmd, d / "watchdog.out", cwd=d)
-            logf.close()
-            self._children.append(proc)
-            self._record(host, "emulator", proc.pid)
-            wait_until(lambda: dev.is_fifo() or proc.poll() is not None, 10,
-                       f"the watchdog emulator of {host} to create {dev}", step=0.05)
-            if proc.poll() is not None:
-                raise LabError(f"watchdog emulator of {host} exited:\n{log_tail(d / 'watchdog.out')}")
+        dev = d / "watchdog"
+        with contextlib.suppress(FileNotFoundError):
+            if not dev.is_fifo():
+                dev.unlink()
+        cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", EMULATOR_MODULE,
+               "--device", str(dev), *(["--netns", h["ns"]] if reset else []),
+               "--timeout", str(self.state["options"]["watchdog_timeout"]),
+               "--log", str(d / "watchdog.log")]
+        proc, logf = spawn(cmd, d / "watchdog.out", cwd=d)
+        logf.close()
+        self._children.append(proc)
+        self._record(host, "emulator", proc.pid)
+        wait_until(lambda: dev.is_fifo() or proc.poll() is not None, 10,
+                   f"the watchdog emulator of {host} to create {dev}", step=0.05)
+        if proc.poll() is not None:
+            raise LabError(f"watchdog emulator of {host} exited:\n{log_tail(d / 'watchdog.out')}")
+
+    def _start_agent(self, host: str) -> None:
+        h = self._db(host)
+        d = Path(h["dir"])
         cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", "pgwarden.supervisor.main",
                str(self.config_path(host))]
         proc, logf = spawn(cmd, self.log_path(host), cwd=d)

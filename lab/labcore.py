@@ -18,6 +18,7 @@ import psutil
 from pgwarden.lab import netns
 from pgwarden.lab.common import alive
 from pgwarden.lab.labstate import (
+    AGENT_WORKERS,
     LOCK_FILE,
     STATE_FILE,
     WHATS,
@@ -63,6 +64,7 @@ class LabCore:
                                                options=options, python=self.python)
         self.net = str(self.state["subnet"]).rsplit(".", 1)[0]
         self._children: list[subprocess.Popen[bytes]] = []
+        self._exited: dict[int, int] = {}  # pid -> exit status of children reaped already
         self._probes: dict[str, Probe] = {}
 
     # -- loading and saving ------------------------------------------------------------
@@ -219,13 +221,21 @@ class LabCore:
 
     def pids(self, host: str, what: str = "all") -> list[int]:
         """agent: the supervisor and its workers; postgres: the postmaster and its children;
-        all: every process of the host's namespace but the watchdog emulator."""
+        all: every process of the host's namespace but the watchdog emulator; supervisor:
+        the agent's main process alone; `<worker>-worker` (lease, postgres, api, watchdog,
+        network): that one worker process."""
         ns = self.ns(host)
         if what == "all":
             # not the emulator (the hardware) nor our own probe processes
             spare = set(self._tree(self.pid_of(host, "emulator")))
             spare |= {p.pid for p in self._probes.values() if p.pid}
             return [p for p in netns.pids_in(ns) if p not in spare]
+        if what == "supervisor":
+            pid = self.agent_pid(host)
+            return [pid] if pid is not None else []
+        if what.endswith("-worker") and what.removesuffix("-worker") in AGENT_WORKERS:
+            pid = self.worker_pids(host).get(what.removesuffix("-worker"))
+            return [pid] if pid is not None else []
         pg = self._tree(self.postmaster_pid(host))
         if what == "postgres":
             return pg
@@ -233,5 +243,54 @@ class LabCore:
             return [p for p in self._tree(self.agent_pid(host)) if p not in set(pg)]
         raise LabError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
 
+    def worker_pids(self, host: str) -> dict[str, int]:
+        """{worker: pid} of the host's live agent, as its supervisor last published them in
+        its shared state (/dev/shm is shared by every namespace, and reading it needs nothing
+        from the agent, so this works while the agent is frozen). Only pids that are still
+        children of the agent's supervisor count: a worker killed a moment ago and not yet
+        replaced is left out."""
+        from pgwarden.core.shm import SharedState, shm_path  # noqa: PLC0415
+
+        agent = self.agent_pid(host)
+        if agent is None:
+            return {}
+        try:
+            shm = SharedState.attach(shm_path(self.scope, host))
+        except OSError:
+            return {}
+        try:
+            view = shm.read("supervisor")
+            workers = view.data.get("workers") if not view.torn else None
+        finally:
+            shm.close(unlink=False)
+        out: dict[str, int] = {}
+        for name, w in (workers or {}).items():
+            pid = int((w or {}).get("pid") or 0)
+            try:
+                if pid and psutil.Process(pid).ppid() == agent:
+                    out[name] = pid
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+    def agent_exit_status(self, host: str, timeout: float = 0.0) -> int | None:
+        """The exit status of the host's agent if this Lab object started it and it has
+        exited (waiting up to `timeout` s for that); None while it runs or when unknown."""
+        rec = self.state["procs"].get(host, {}).get("agent")
+        if not rec:
+            return None
+        if int(rec["pid"]) in self._exited:
+            return self._exited[int(rec["pid"])]
+        for proc in self._children:
+            if proc.pid == int(rec["pid"]):
+                try:
+                    return proc.wait(timeout) if timeout > 0 else proc.poll()
+                except subprocess.TimeoutExpired:
+                    return None
+        return None
+
     def _reap(self) -> None:
-        self._children = [p for p in self._children if p.poll() is None]
+        for p in self._children:
+            if p.poll() is not None:
+                self._exited[p.pid] = p.returncode  # agent_exit_status() reads it later
+        self._children = [p for p in self._children if p.returncode is None]

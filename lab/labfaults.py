@@ -7,13 +7,17 @@ port comes up unless partitioned, then the emulator and the agent start (etcd on
 partition/heal: the bridge port `v-HOST` goes down/up, a cable pulled at the switch (an nft
 rule was not an option: nft is not installed here, and a link change needs nothing inside the
 host). freeze/thaw: SIGSTOP/SIGCONT by pid; `all` spares the watchdog emulator (a frozen OS
-does not freeze the watchdog chip).
+does not freeze the watchdog chip). kill_agent: SIGKILL of the supervisor alone, as systemd's
+KillMode=process would (its workers follow by PDEATHSIG; PostgreSQL keeps running);
+start_agent: the agent again on a live host, optionally with a watchdog that does not reset.
 """
 from __future__ import annotations
 
 import signal
+import time
 
 from pgwarden.lab import netns
+from pgwarden.lab.common import alive
 from pgwarden.lab.labbuild import LabBuild
 from pgwarden.lab.labstate import LabError
 
@@ -92,3 +96,47 @@ class LabFaults(LabBuild):
                     rec["what"] = [w for w in rec["what"] if w != what]
                     rec["pids"] = sorted(set(rec["pids"]) - pids)
             return netns.signal_pids(sorted(pids), signal.SIGCONT, self.ns(host))
+
+    def kill_agent(self, host: str) -> int | None:
+        """SIGKILL the agent's supervisor only (systemd `KillMode=process`): the kernel then
+        kills its workers (PDEATHSIG; the network worker gets SIGTERM and drops the VIP),
+        PostgreSQL, in a session of its own, keeps running. Returns the pid killed."""
+        with self._locked():
+            pid = self.agent_pid(host)
+            if pid is None:
+                return None
+            netns.signal_pids([pid], signal.SIGKILL, self.ns(host))
+        end = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < end:
+            self._reap()
+            time.sleep(0.02)
+        self._reap()
+        return pid
+
+    def start_agent(self, host: str, *, watchdog_resets: bool | None = None) -> None:
+        """Start the agent on a host that is up (PostgreSQL may still run: the agent adopts
+        it). `watchdog_resets=None` keeps the host's emulator as it is (an armed one keeps its
+        timer: the new agent must feed it in time); False replaces it with one that only logs
+        its expiry (a host that survives its watchdog); True with one that resets the host."""
+        with self._locked():
+            if self.agent_pid(host) is not None:
+                raise LabError(f"the agent of {host} still runs")
+            if watchdog_resets is not None and self.state["emulator"]:
+                self._stop_emulator(host)
+                self._start_emulator(host, reset=watchdog_resets)
+            self._start_agent(host)
+
+    def _stop_emulator(self, host: str) -> None:
+        """SIGTERM: the emulator exits without firing, even armed, and unlinks its FIFO."""
+        pid = self.pid_of(host, "emulator")
+        if pid is not None:
+            netns.signal_pids([pid], signal.SIGTERM, self.ns(host))
+            end = time.monotonic() + 10
+            while alive(pid) and time.monotonic() < end:
+                self._reap()
+                time.sleep(0.02)
+            if alive(pid):
+                netns.signal_pids([pid], signal.SIGKILL, self.ns(host))
+        fifo = self.host_dir(host) / "watchdog"
+        if fifo.exists():
+            fifo.unlink()  # so the new emulator's FIFO is the one the agent opens

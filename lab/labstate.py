@@ -29,7 +29,10 @@ DCS_OCTET = 200
 CLIENT_OCTET = 201
 MAX_DB_HOSTS = 20
 BRIDGE = "br0"
-WHATS = ("agent", "postgres", "all")
+WHATS = ("agent", "postgres", "all", "supervisor", "lease-worker", "postgres-worker",
+         "api-worker", "watchdog-worker", "network-worker")
+# the agent's workers (supervisor/agent.py WORKERS), by the names its supervisor publishes
+AGENT_WORKERS = ("lease", "postgres", "api", "watchdog", "network")
 WATCHDOG_MODES = ("off", "automatic", "required")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 EMULATOR_MODULE = "pgwarden.fencing.emulator"

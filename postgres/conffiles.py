@@ -40,6 +40,10 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "max_replication_slots": 10,
     "wal_keep_size": "128MB",
     "wal_log_hints": "on",  # pg_rewind needs it (or data checksums) after a failover
+    # A replica re-pointed at a new primary retries its WAL receiver after this long (5 s by
+    # default): with synchronous replication the new primary's first commit waited for it
+    # in half the lab's failovers. Retrying every second costs one connection attempt.
+    "wal_retrieve_retry_interval": "1s",
 }
 # Ours alone: a user value is ignored (replication wiring) or cannot be set in this file.
 _OWNED = frozenset(

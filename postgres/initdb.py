@@ -78,6 +78,9 @@ def create_roles(
     """
 
     def run(conn: psycopg.Connection[Any]) -> None:
+        # a static synchronous_standby_names would make these commits wait for standbys
+        # that cannot exist before the bootstrap ends (Patroni does the same)
+        conn.execute("SET synchronous_commit = local")
         with conn.transaction():
             if superuser.password is not None:
                 conn.execute(

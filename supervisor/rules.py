@@ -555,7 +555,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "primary while another member holds the lock",
                lambda s: pg_is_primary(s) and other_leader(s) is not None,
                "demote_lock_lost", "replica", act_lock_lost_demote),
-    Transition(("primary", "handing_over"), "primary whose lock expired or was lost",
+    # any state: a demotion in progress (VIP first) must not be undone a cycle later
+    Transition(ALIVE, "primary whose lock expired or was lost",
                lambda s: pg_is_primary(s) and not i_hold_lock(s) and s.lease.holds_leader,
                "demote_lock_lost", "replica", act_lock_lost_demote),
     # another member leads

@@ -124,6 +124,9 @@ class PostgresWorker:
                 else:
                     self.epoch_done = epoch
             if self.op is None and mono() - self.sampled_at >= SAMPLE_EVERY:
+                # beat first: a frozen server costs the sample its whole timeout, and the
+                # heartbeat must not age by the sample plus the wait (watchdog, VIP, hang check)
+                self.ctx.shm.beat("postgres")
                 self.take_sample()
             self.publish()
             self._wait(0.2 if self.op is not None else SAMPLE_EVERY)
