@@ -87,6 +87,20 @@ def pg_is_primary(s: Snapshot) -> bool:
     return s.pg.running and s.pg.role == "primary"
 
 
+def maybe_primary(s: Snapshot) -> bool:
+    """A primary, or a server that was ours as the primary and stopped answering while its
+    postmaster lives: it may still commit on open sessions, so every rule that fences a
+    primary must fence it too."""
+    return pg_is_primary(s) or (not s.pg.running and s.pg.process_alive
+                                and s.memory.state in ("primary", "handing_over"))
+
+
+def _demote_role(s: Snapshot) -> str:
+    """A demoted primary restarts as a replica; one that does not answer is stopped (its
+    role is unknown, so only a stop reaches it: immediate, then SIGKILL if frozen)."""
+    return "replica" if pg_is_primary(s) else "stopped"
+
+
 def data_empty(s: Snapshot) -> bool:
     return s.pg.data_dir_state == "empty"
 
@@ -185,8 +199,8 @@ def act_dcs_lost_demote(s: Snapshot) -> Decision:
     return _d(s, "demote_offline", "replica",
               "demoting: the leader key could not be renewed before the lease deadline "
               "minus the safety margin",
-              pg_role="replica", leader=None, stop_mode="immediate", lock_want=False,
-              vip=False)
+              pg_role=_demote_role(s), leader=None, stop_mode="immediate", lock_want=False,
+              vip=False, watchdog="armed" if not pg_is_primary(s) else "disarmed")
 
 
 def act_dcs_lost_wait(s: Snapshot) -> Decision:
@@ -304,8 +318,8 @@ def act_lock_lost_demote(s: Snapshot) -> Decision:
     who = f"{leader} holds the leader key" if leader else "my leader key is gone"
     return _d(s, "demote_lock_lost", "replica",
               f"demoting: {who}; stopping writes at once",
-              pg_role="replica", leader=leader, stop_mode="immediate", lock_want=False,
-              vip=False)
+              pg_role=_demote_role(s), leader=leader, stop_mode="immediate", lock_want=False,
+              vip=False, watchdog="armed" if not pg_is_primary(s) else "disarmed")
 
 
 # someone else leads ----------------------------------------------------------------
@@ -454,7 +468,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ANY, "shutdown and PostgreSQL running", lambda s: s.shutdown and s.pg.running,
                "stop_postgres", "stopping", act_shutdown_stop_pg),
     Transition(ANY, "shutdown and still holding the leader key",
-               lambda s: s.shutdown and s.lease.holds_leader and dcs_ok(s),
+               lambda s: s.shutdown and s.lease.holds_leader and dcs_ok(s)
+               and s.pg.operation is None and not s.pg.process_alive,
                "release_lock", "stopping", act_shutdown_release),
     Transition(ANY, "shutdown and PostgreSQL stopped", lambda s: s.shutdown,
                "exit", "stopped", act_shutdown_done),
@@ -466,11 +481,11 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "paused, no DCS view", lambda s: paused(s) and not dcs_ok(s),
                "wait_for_dcs_paused", "(unchanged)", act_paused_no_dcs),
     Transition(ALIVE, "no DCS view, primary, lease deadline not yet reached",
-               lambda s: not dcs_ok(s) and pg_is_primary(s) and s.lease.holds_leader
+               lambda s: not dcs_ok(s) and maybe_primary(s) and s.lease.holds_leader
                and s.now < margin_deadline(s),
                "keep_primary_without_dcs", "primary", act_dcs_lost_keep_primary),
     Transition(ALIVE, "no DCS view and PostgreSQL is a primary",
-               lambda s: not dcs_ok(s) and pg_is_primary(s),
+               lambda s: not dcs_ok(s) and maybe_primary(s),
                "demote_offline", "replica", act_dcs_lost_demote),
     Transition(ALIVE, "no DCS view", lambda s: not dcs_ok(s),
                "wait_for_dcs", "(unchanged)", act_dcs_lost_wait),
@@ -502,7 +517,7 @@ TRANSITIONS: tuple[Transition, ...] = (
                "lead_paused", "primary", act_paused_lead),
     Transition(ALIVE, "paused, holding the lock, PostgreSQL not running",
                lambda s: paused(s) and s.lease.holds_leader and not s.pg.running
-               and s.pg.operation is None,
+               and s.pg.operation is None and not s.pg.process_alive,
                "release_lock_paused", "replica", act_paused_release),
     Transition(ALIVE, "paused, running as primary, no leader",
                lambda s: paused(s) and pg_is_primary(s) and not s.lease.holds_leader
@@ -527,7 +542,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                lambda s: i_hold_lock(s) and not s.pg.running,
                "restart_primary", "primary", act_restart_crashed_primary),
     Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
-               lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None,
+               lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None
+               and not s.pg.process_alive,
                "release_lock_pg_down", "replica", act_release_pg_down),
     Transition(ALIVE, "holding the lock, the required watchdog is not usable",
                lambda s: i_hold_lock(s) and s.watchdog_required_failed,
@@ -546,18 +562,18 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(ALIVE, "holding the lock as primary", i_hold_lock,
                "lead", "primary", act_lead),
     # my previous incarnation's key (agent restarted, lease worker started afresh)
-    Transition(ALIVE, "the leader key names me but is not confirmed, PostgreSQL a running "
+    Transition(("init",), "the leader key names me but is not confirmed, PostgreSQL a running "
                "primary",
                lambda s: s.cluster is not None and s.cluster.leader == s.name
                and not s.lease.holds_leader and pg_is_primary(s),
                "reclaim_leader_key", "candidate", act_reclaim_own_key),
     # I am primary without the lock: someone else has it, or mine is gone
     Transition(ALIVE, "primary while another member holds the lock",
-               lambda s: pg_is_primary(s) and other_leader(s) is not None,
+               lambda s: maybe_primary(s) and other_leader(s) is not None,
                "demote_lock_lost", "replica", act_lock_lost_demote),
     # any state: a demotion in progress (VIP first) must not be undone a cycle later
     Transition(ALIVE, "primary whose lock expired or was lost",
-               lambda s: pg_is_primary(s) and not i_hold_lock(s) and s.lease.holds_leader,
+               lambda s: maybe_primary(s) and not i_hold_lock(s) and s.lease.holds_leader,
                "demote_lock_lost", "replica", act_lock_lost_demote),
     # another member leads
     Transition(ALIVE, "another leader, no data, leader running",

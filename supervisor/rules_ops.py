@@ -143,6 +143,18 @@ def act_handover_stopping(s: Snapshot) -> Decision:
 
 def act_handover_release(s: Snapshot) -> Decision:
     lsn = s.pg.last_lsn
+    if lsn is None:
+        # no clean shutdown, so no final LSN to hand over: the named candidate gets no fast
+        # path (it could be behind); drop the request and let the healthiest member win
+        version = s.cluster.failover.version if s.cluster else 0
+        return _d(s, "release_lock_for_switchover", "replica",
+                  "switchover: PostgreSQL did not stop cleanly (no final LSN): releasing the "
+                  "leader key for a normal election and dropping the switchover request",
+                  pg_role="stopped", lock_want=False, vip=False,
+                  ops=(("clear_failover", {"version": version, "why": "no final LSN"}),),
+                  memory=replace(moved(s.memory, "replica", s.now), handover=None,
+                                 handover_since=None, leader_gone_at=s.now,
+                                 vip_hold_until=None))
     return _d(s, "release_lock_for_switchover", "replica",
               f"switchover: PostgreSQL stopped cleanly at LSN {lsn}; releasing the leader key",
               pg_role="stopped", lock_want=False, vip=False, release_lsn=lsn,
@@ -166,23 +178,35 @@ def vip_hand_off(s: Snapshot, d: Decision) -> Decision:
     until = d.memory.vip_hold_until
     if until is None:
         return d
-    if s.now >= until or successor_runs(s) or s.shutdown or d.action == "lead":
+    aborted = d.memory.state != "handing_over" and until - s.now > VIP_HOLD  # never released
+    if s.now >= until or successor_runs(s) or s.shutdown or d.action == "lead" or aborted:
         return replace(d, memory=replace(d.memory, vip_hold_until=None))
     return replace(d, vip_hold_until=until)
 
 
 def handover_stopped(s: Snapshot) -> bool:
-    return s.lease.holds_leader and not s.pg.running and s.pg.operation is None
+    """Positive evidence that the old primary can take no more writes: the stop phase was
+    reached and the postmaster is gone (not merely a missed status sample)."""
+    return (s.memory.handover == "stop" and s.lease.holds_leader and not s.pg.running
+            and not s.pg.process_alive and s.pg.operation is None)
 
 
 # -- the failover key on the other members ----------------------------------------------
 
 
+def _in_force(s: Snapshot, key: FailoverKey) -> bool:
+    """A scheduled switchover says nothing about a leader lost before its time."""
+    return key.problem is None and (key.scheduled_at is None or key.scheduled_at <= s.wall)
+
+
 def named_candidate(s: Snapshot) -> bool:
-    """No leader, and the key names me as the candidate of a switchover or failover."""
+    """No leader, and the key names me as the candidate of a switchover or failover, within
+    the handover window (after it, the normal election decides)."""
     key = failover_key(s.cluster)
-    return (_no_leader(s) and key is not None and key.problem is None
-            and key.candidate == s.name and key.leader != s.name)
+    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
+    return (_no_leader(s) and key is not None and _in_force(s, key)
+            and key.candidate == s.name and key.leader != s.name
+            and s.now - gone < handover_timeout(s))
 
 
 def caught_up(s: Snapshot) -> bool:
@@ -190,10 +214,7 @@ def caught_up(s: Snapshot) -> bool:
     old leader did not wait to write one and a ttl passed."""
     optime = s.cluster.optime if s.cluster else None
     mine = s.pg.wal_position
-    if optime is None or (mine is not None and mine >= optime):
-        return mine is not None
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
-    return s.now - gone >= handover_timeout(s) / 2
+    return mine is not None and (optime is None or mine >= optime)
 
 
 def may_take_over_as_candidate(s: Snapshot) -> bool:
@@ -204,7 +225,7 @@ def waiting_for_candidate(s: Snapshot) -> bool:
     """Stay out of the race: the key names another candidate (or I am the leader who just
     handed over), and the candidate has not had its time yet."""
     key = failover_key(s.cluster)
-    if not _no_leader(s) or key is None or key.problem:
+    if not _no_leader(s) or key is None or not _in_force(s, key):
         return False
     other = key.candidate not in (None, s.name) or (key.candidate is None and key.leader == s.name)
     if not other:

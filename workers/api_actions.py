@@ -367,8 +367,13 @@ class Actions:
         if not isinstance(name, str) or not name:
             return text_response(400, "the body must name the pinging member: {\"name\": ...}")
         pg = self.app.shm.read("postgres").data
-        if pg.get("running") and pg.get("role") == "primary" and name != self.app.config.name:
-            # Patroni answers 500; a 5xx here would read as our bug, and any non-200 refuses
+        lease = self.app.shm.read("lease").data
+        leading = (pg.get("running") and pg.get("role") == "primary") \
+            or lease.get("holds_leader") is True
+        if leading and name != self.app.config.name:
+            # Patroni answers 500; a 5xx here would read as our bug, and any non-200 refuses.
+            # Holding the key (even before the promotion) refuses too: two members must never
+            # both be vouched for.
             return text_response(409, "Running as a leader")
         with self.channel.lock:
             self.channel.failsafe_ping = {"name": name, "at": self.app.clock(),

@@ -161,7 +161,9 @@ def holds_leader(snap: Snapshot, view: ClusterView | None, name: str, now: float
         return False
     deadline = authority_deadline(snap.lease)
     margin = as_number(snap.supervisor.get("safety_margin")) or 0.0
-    return deadline == 0.0 or deadline - margin > now
+    if deadline == 0.0:
+        return False  # nothing vouches for the key: fail closed
+    return deadline - margin > now
 
 
 def node_status(snap: Snapshot, now: float, config: Config) -> NodeStatus:

@@ -135,9 +135,11 @@ class LeaseWorker:
                 self.write_failsafe()
                 self.connected = True
                 self.last_error = None
-                if self.failsafe_active:
+                # only a renewal proves the DCS is back: a pass served from the watch's cache
+                # must not end failsafe while etcd is still out
+                if self.failsafe_active and mono() - self.renewed_at < self._renew_interval():
                     self.ctx.log.info("the DCS is back: failsafe mode no longer needed")
-                self.failsafe_active, self.failsafe_deadline = False, 0.0
+                    self.failsafe_active, self.failsafe_deadline = False, 0.0
             except DCSError as e:
                 if self.connected or self.last_error != str(e):
                     self.ctx.log.warning("DCS call failed: %s", e)

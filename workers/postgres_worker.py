@@ -211,6 +211,9 @@ class PostgresWorker:
     def operator_ops(self, pg: dict[str, Any]) -> bool:
         """Restart, reinitialize and the pre-switchover CHECKPOINT: operations the operator
         (or a switchover) asked for by token. True if one was started."""
+        role = pg.get("role") or "none"
+        if role == "stopped" or (role == "replica" and self.status.get("role") == "primary"):
+            return False  # a stop or a demotion comes first; the tokens wait
         reinit = pg.get("reinit") or {}
         if int(reinit.get("token") or 0) > int(self.reinit_done.get("token") or 0):
             self.begin("reinitialize", lambda: self._reinitialize(int(reinit["token"])),
@@ -490,6 +493,11 @@ class PostgresWorker:
             self._stop("fast")
         self._fresh_postmaster()
         self.state = "restarting"
+        if was_primary and not self._lease_confirms_lock():
+            # the key was lost while we were stopped: a primary must not come back on its own
+            self.state = "stopped"
+            raise PostgresError("restart aborted after the stop: the leader key is no longer "
+                                "confirmed, PostgreSQL stays stopped")
         self._start()
         self.log.info("restarted PostgreSQL%s on request", " (primary)" if was_primary else "")
         self.callbacks.fire("on_restart", "primary" if was_primary else "replica")

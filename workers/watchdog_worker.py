@@ -163,8 +163,7 @@ class WatchdogWorker:
             lease_deadline=float(deadline) if deadline else None,
             supervisor_age=float("inf") if sup.torn else sup.age(now_ns),
             postgres_age=float("inf") if pg.torn else pg.age(now_ns),
-            primary_running=None if pg_data is None else
-            bool(pg_data.get("running")) and pg_data.get("role") == "primary",
+            primary_running=primary_running(pg_data),
             vip_held=None if net_data is None else bool(net_data.get("held")),
         )
 
@@ -345,6 +344,17 @@ def _fresh(view: SectionView, now_ns: int, max_age: float) -> dict[str, Any] | N
     if view.torn or view.age(now_ns) >= max_age:
         return None
     return view.data
+
+
+def primary_running(pg: dict[str, Any] | None) -> bool | None:
+    """True: a running primary. None (unknown, the unsafe answer): no fresh section, or a
+    postmaster that lives but does not answer (it may still commit on open sessions).
+    False: a running replica, or no postmaster at all."""
+    if pg is None:
+        return None
+    if pg.get("running") is True:
+        return pg.get("role") == "primary"
+    return None if pg.get("pid") else False
 
 
 def confirmed_at(lease: dict[str, Any], ttl: float) -> float:

@@ -428,3 +428,48 @@ def test_failsafe_unlisted_member_may_not_race() -> None:
                  failsafe=Versioned({"n1": "http://a/patroni", "n3": "http://c/patroni"}, 3))
     d = decide(snap("n2", cl=cl, dynamic=DynamicConfig(failsafe_mode=True)))
     assert not d.lock_want and "failsafe" in d.reason
+
+
+# -- found by the safety review: a missed status sample is not a stopped server ------------
+
+UNANSWERING = replace(STOPPED, process_alive=True, state="unknown")
+
+
+def test_a_handover_never_releases_the_key_while_the_postmaster_lives() -> None:
+    s = snap("n1", cl=SWITCH_TO_N2, pg=UNANSWERING, lease=HOLDING,
+             memory=Memory(state="handing_over", since=NOW - 1, handover="checkpoint",
+                           checkpoint_token=1))
+    d = decide(s)
+    assert d.lock_want and d.release_lsn is None, d.reason
+
+
+def test_an_unclean_stop_drops_the_switchover_instead_of_a_fast_path() -> None:
+    s = snap("n1", cl=SWITCH_TO_N2, pg=STOPPED, lease=HOLDING,
+             memory=Memory(state="handing_over", since=NOW - 1, handover="stop"))
+    d = decide(s)
+    assert not d.lock_want and d.release_lsn is None
+    assert d.ops and d.ops[0][0] == "clear_failover"
+
+
+def test_a_scheduled_switchover_gives_no_fast_path_when_the_leader_dies_early() -> None:
+    cl = with_failover(cluster(leader=None, members=[member("n2", xlog=160), member("n3", xlog=200)]),
+                       leader="n1", member="n2", scheduled_at="2030-01-01T00:00:00+00:00")
+    d = decide(snap("n2", cl=cl, pg=replace(REPLICA, wal_position=160), wall=1.7e9))
+    assert d.action != "acquire_lock_switchover" and not d.lock_want, d.reason
+
+
+def test_an_unanswering_primary_is_stopped_when_the_dcs_is_lost_past_the_margin() -> None:
+    s = snap("n1", pg=UNANSWERING, state="primary", no_cluster=True,
+             lease=replace(HOLDING, connected=False, lease_deadline=NOW + 4))
+    d = decide(s)
+    assert d.pg_role == "stopped" and d.stop_mode == "immediate" and d.watchdog == "armed"
+
+
+def test_an_unanswering_primary_is_stopped_when_another_member_leads() -> None:
+    d = decide(snap("n1", cl=cluster(leader="n2"), pg=UNANSWERING, state="primary"))
+    assert d.pg_role == "stopped" and not d.lock_want
+
+
+def test_paused_leader_keeps_the_key_while_its_postmaster_lives() -> None:
+    d = decide(snap("n1", pg=UNANSWERING, lease=HOLDING, state="primary", dynamic=PAUSED))
+    assert d.action != "release_lock_paused"

@@ -172,3 +172,13 @@ def test_a_failsafe_round_counts_as_a_confirmation_for_feeding() -> None:
     assert confirmed_at({"renewed_at": 10.0, "failsafe_deadline": 25.0, "ttl": 10}, 30) == 15.0
     assert confirmed_at({"renewed_at": 20.0, "failsafe_deadline": 25.0, "ttl": 10}, 10) == 20.0
     assert confirmed_at({"renewed_at": True, "failsafe_deadline": "x"}, 10) == 0.0
+
+
+def test_an_unanswering_postmaster_counts_as_a_possible_primary() -> None:
+    from pgwarden.workers.watchdog_worker import primary_running
+
+    assert primary_running({"running": True, "role": "primary", "pid": 5}) is True
+    assert primary_running({"running": True, "role": "replica", "pid": 5}) is False
+    assert primary_running({"running": False, "role": None, "pid": 5}) is None
+    assert primary_running({"running": False, "role": None, "pid": None}) is False
+    assert primary_running(None) is None
