@@ -465,7 +465,11 @@ ALIVE = ("init", "bootstrapping", "cloning", "replica", "candidate", "primary", 
 
 TRANSITIONS: tuple[Transition, ...] = (
     # shutting down: PostgreSQL first, the key after, so two primaries never overlap
-    Transition(ANY, "shutdown and PostgreSQL running", lambda s: s.shutdown and s.pg.running,
+    # "running" needs a fresh report of a live postmaster gone: a restarted postgres worker
+    # that has not sampled yet reports running false with the postmaster still there
+    Transition(ANY, "shutdown and PostgreSQL running",
+               lambda s: s.shutdown and (s.pg.running or s.pg.process_alive
+                                         or s.pg.operation is not None or not s.pg.fresh),
                "stop_postgres", "stopping", act_shutdown_stop_pg),
     Transition(ANY, "shutdown and still holding the leader key",
                lambda s: s.shutdown and s.lease.holds_leader and dcs_ok(s)

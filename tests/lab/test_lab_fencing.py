@@ -878,7 +878,10 @@ def test_worker_killed_above_the_restart_intensity_stops_the_node_safely(
     if problems:
         tail = "\n".join(_log_lines(lab, old, r"supervisor|watchdog|lease:|stop", t_fault)[-25:])
         raise UnsafeIntensityStop("; ".join(problems) + f"\n{old}'s log:\n{tail}")
-    assert kills <= INTENSITY + 1
+    # The killer goes on during the safe stop (the supervisor restarts the postgres worker
+    # once more to stop PostgreSQL, and again if it is killed again): the node must still
+    # stop safely, which the checks above prove, whatever the number of kills.
+    assert kills >= INTENSITY
     # released, not expired: the takeover did not wait for the ttl
     assert new_reign.first_ack - old_reign.last_ack < TTL
 

@@ -473,3 +473,13 @@ def test_an_unanswering_primary_is_stopped_when_another_member_leads() -> None:
 def test_paused_leader_keeps_the_key_while_its_postmaster_lives() -> None:
     d = decide(snap("n1", pg=UNANSWERING, lease=HOLDING, state="primary", dynamic=PAUSED))
     assert d.action != "release_lock_paused"
+
+
+def test_shutdown_waits_for_a_postmaster_a_fresh_worker_has_not_sampled_yet() -> None:
+    """Found by the restart-intensity scenario: the safe stop exited while PostgreSQL ran."""
+    d = decide(snap("n1", pg=replace(STOPPED, process_alive=True), lease=HOLDING,
+                    state="stopping", shutdown=True))
+    assert d.pg_role == "stopped" and d.lock_want and d.exit_code is None
+    d = decide(snap("n1", pg=replace(STOPPED, fresh=False), lease=HOLDING, state="stopping",
+                    shutdown=True))
+    assert d.pg_role == "stopped" and d.exit_code is None
