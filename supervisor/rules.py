@@ -11,9 +11,11 @@ first: shutting down, losing the DCS, losing the lock.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
+from pgwarden.supervisor.decision_kit import acquire_memory, gone_memory, pg_is_primary
+from pgwarden.supervisor.decision_kit import build as _d
 from pgwarden.supervisor.election import better_peer, eligibility_problem
 from pgwarden.supervisor.rules_ops import (
     CHECKPOINT_BUDGET,
@@ -39,7 +41,7 @@ from pgwarden.supervisor.rules_ops import (
     switchover_due,
     waiting_for_candidate,
 )
-from pgwarden.supervisor.snapshot import Decision, Memory, Snapshot, moved
+from pgwarden.supervisor.snapshot import Decision, Snapshot, moved
 from pgwarden.supervisor.switchover import failover_key
 
 Cond = Callable[[Snapshot], bool]
@@ -81,10 +83,6 @@ def other_leader(s: Snapshot) -> str | None:
     if s.cluster is None or s.cluster.leader in (None, s.name):
         return None
     return s.cluster.leader
-
-
-def pg_is_primary(s: Snapshot) -> bool:
-    return s.pg.running and s.pg.role == "primary"
 
 
 def maybe_primary(s: Snapshot) -> bool:
@@ -129,13 +127,6 @@ def won_initialize(s: Snapshot) -> bool:
 
 
 # -- decision builders ---------------------------------------------------------------
-
-
-def _d(s: Snapshot, action: str, state: str, reason: str, **kw: object) -> Decision:
-    memory = kw.pop("memory", None)
-    if not isinstance(memory, Memory):
-        memory = moved(s.memory, state, s.now)
-    return Decision(action=action, reason=reason, memory=memory, **kw)  # type: ignore[arg-type]
 
 
 def _keep_lock_ops(s: Snapshot) -> tuple[tuple[str, dict[str, object]], ...]:
@@ -409,19 +400,11 @@ def act_acquire(s: Snapshot) -> Decision:
 
 
 def _gone(s: Snapshot) -> dict[str, object]:
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
-    return {"memory": moved(s.memory, "candidate", s.now, leader_gone_at=gone)}
+    return {"memory": gone_memory(s, "candidate")}
 
 
 def _acquire(s: Snapshot) -> dict[str, object]:
-    """Ask for one more create-if-absent attempt unless one is already in flight."""
-    token = s.memory.acquire_token
-    if s.lease.acquire_token_done >= token:
-        token += 1
-    state = "bootstrapping" if s.memory.state in ("init", "bootstrapping") and \
-        s.pg.data_dir_state == "empty" else "candidate"
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
-    return {"memory": moved(s.memory, state, s.now, acquire_token=token, leader_gone_at=gone)}
+    return {"memory": acquire_memory(s)}
 
 
 def next_deadline(s: Snapshot) -> float | None:

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pgwarden.supervisor.decision_kit import (
+    acquire_memory,
+    gone_at,
+    gone_memory,
+    no_leader,
+    pg_is_primary,
+)
+from pgwarden.supervisor.decision_kit import build as _d
 from pgwarden.supervisor.election import eligibility_problem
-from pgwarden.supervisor.snapshot import Decision, Memory, Snapshot, moved
+from pgwarden.supervisor.snapshot import Decision, Snapshot, moved
 from pgwarden.supervisor.switchover import (
     FailoverKey,
     any_fit_candidate,
@@ -30,21 +38,6 @@ def handover_timeout(s: Snapshot) -> float:
     leader released the key: long enough for a healthy candidate, short enough that a
     candidate dying mid-switchover costs no more than a normal failover."""
     return float(max(s.dynamic.ttl, 5))
-
-
-def _d(s: Snapshot, action: str, state: str, reason: str, **kw: object) -> Decision:
-    memory = kw.pop("memory", None)
-    if not isinstance(memory, Memory):
-        memory = moved(s.memory, state, s.now)
-    return Decision(action=action, reason=reason, memory=memory, **kw)  # type: ignore[arg-type]
-
-
-def _pg_primary(s: Snapshot) -> bool:
-    return s.pg.running and s.pg.role == "primary"
-
-
-def _no_leader(s: Snapshot) -> bool:
-    return s.cluster is not None and s.cluster.leader is None
 
 
 # -- the failover key on the leader ----------------------------------------------------
@@ -203,8 +196,8 @@ def named_candidate(s: Snapshot) -> bool:
     """No leader, and the key names me as the candidate of a switchover or failover, within
     the handover window (after it, the normal election decides)."""
     key = failover_key(s.cluster)
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
-    return (_no_leader(s) and key is not None and _in_force(s, key)
+    gone = gone_at(s)
+    return (no_leader(s) and key is not None and _in_force(s, key)
             and key.candidate == s.name and key.leader != s.name
             and s.now - gone < handover_timeout(s))
 
@@ -225,25 +218,20 @@ def waiting_for_candidate(s: Snapshot) -> bool:
     """Stay out of the race: the key names another candidate (or I am the leader who just
     handed over), and the candidate has not had its time yet."""
     key = failover_key(s.cluster)
-    if not _no_leader(s) or key is None or not _in_force(s, key):
+    if not no_leader(s) or key is None or not _in_force(s, key):
         return False
     other = key.candidate not in (None, s.name) or (key.candidate is None and key.leader == s.name)
     if not other:
         return False
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
+    gone = gone_at(s)
     return s.now - gone < handover_timeout(s)
-
-
-def _gone_memory(s: Snapshot, state: str) -> Memory:
-    gone = s.memory.leader_gone_at if s.memory.leader_gone_at is not None else s.now
-    return moved(s.memory, state, s.now, leader_gone_at=gone)
 
 
 def act_wait_catch_up(s: Snapshot) -> Decision:
     return _d(s, "wait_for_wal", "candidate",
               f"a switchover names me: waiting to receive the old leader's last WAL "
               f"(I am at {s.pg.wal_position}, it stopped at {s.cluster.optime if s.cluster else None})",
-              pg_role="replica", leader=None, memory=_gone_memory(s, "candidate"))
+              pg_role="replica", leader=None, memory=gone_memory(s, "candidate"))
 
 
 def act_wait_candidate(s: Snapshot) -> Decision:
@@ -251,7 +239,7 @@ def act_wait_candidate(s: Snapshot) -> Decision:
     who = key.candidate if key and key.candidate else "another member"
     return _d(s, "wait_for_switchover", s.memory.state if s.memory.state != "primary" else "replica",
               f"a switchover to {who} is in progress: not racing for the leader key",
-              pg_role="none", memory=_gone_memory(
+              pg_role="none", memory=gone_memory(
                   s, s.memory.state if s.memory.state not in ("primary", "handing_over")
                   else "replica"))
 
@@ -261,7 +249,7 @@ def act_wait_candidate(s: Snapshot) -> Decision:
 
 def failsafe_hold(s: Snapshot) -> bool:
     """No leader key, but a primary pinged us in failsafe mode less than ttl ago."""
-    return _no_leader(s) and s.failsafe_leader not in (None, s.name) and not _pg_primary(s)
+    return no_leader(s) and s.failsafe_leader not in (None, s.name) and not pg_is_primary(s)
 
 
 def act_wait_failsafe(s: Snapshot) -> Decision:
@@ -292,14 +280,11 @@ def act_paused_release(s: Snapshot) -> Decision:
 
 
 def act_paused_take_lock(s: Snapshot) -> Decision:
-    from pgwarden.supervisor.rules import _acquire  # one token rule for every acquire
-
     return _d(s, "acquire_lock_paused", "primary",
               "paused: PostgreSQL runs as a primary and the cluster has no leader; taking "
               "the leader key back (nothing is promoted or demoted)",
               pg_role="none", lock_want=True, vip=s.vip_held, watchdog="disarmed",
-              **{k: v for k, v in _acquire(s).items() if k != "memory"},
-              memory=replace(_acquire(s)["memory"], state="primary"))  # type: ignore[arg-type]
+              memory=replace(acquire_memory(s), state="primary"))
 
 
 def act_paused_idle(s: Snapshot) -> Decision:
@@ -311,7 +296,7 @@ def act_paused_idle(s: Snapshot) -> Decision:
                                                 if follows and s.cluster else ""),
               pg_role="replica" if follows else "none",
               leader=s.cluster.leader if follows and s.cluster else None,
-              lock_want=s.lease.holds_leader and _pg_primary(s), vip=s.vip_held,
+              lock_want=s.lease.holds_leader and pg_is_primary(s), vip=s.vip_held,
               watchdog="disarmed")
 
 
