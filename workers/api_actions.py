@@ -26,6 +26,9 @@ from pgwarden.supervisor.requests import validate_restart_args
 from pgwarden.supervisor.switchover import candidate_problem, member_problem, parse_time
 from pgwarden.workers.api_status import dcs_view
 
+# api_server imports this module only inside its route hook, so no import cycle here
+from pgwarden.workers.api_server import ApiError, json_response, text_response
+
 if TYPE_CHECKING:
     from pgwarden.dcs.base import DCS
     from pgwarden.workers.api_server import ApiApp, Request, Response
@@ -119,6 +122,13 @@ class Actions:
     def fresh(self) -> ClusterView:
         return self.dcs().read_cluster()
 
+    def fresh_view(self) -> ClusterView:
+        """A fresh read for a handler: a DCS out of reach answers 503 with the reason."""
+        try:
+            return self.fresh()
+        except DCSError as e:
+            raise ApiError(503, f"DCS is not accessible: {e}") from None
+
     def cached(self) -> ClusterView | None:
         lease = self.app.shm.read("lease").data
         sup = self.app.shm.read("supervisor").data
@@ -140,7 +150,6 @@ class Actions:
         return self._failover(request, "failover")
 
     def _failover(self, request: "Request", action: str) -> "Response":
-        from pgwarden.workers.api_server import text_response
 
         body = request.json_object()
         leader = body.get("leader") or None
@@ -149,10 +158,7 @@ class Actions:
         for field, v in (("leader", leader), ("candidate", candidate)):
             if v is not None and not isinstance(v, str):
                 return text_response(400, f"{field} must be a member name (a string)")
-        try:
-            cluster = self.fresh()
-        except DCSError as e:
-            return text_response(503, f"DCS is not accessible: {e}")
+        cluster = self.fresh_view()
         paused = isinstance(cluster.config.value, dict) and cluster.config.value.get("pause") is True
         if action == "failover" and not candidate:
             return text_response(400, "Failover could be performed only to a specific candidate")
@@ -256,12 +262,8 @@ class Actions:
                      "operation may still be in progress")
 
     def delete_switchover(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import text_response
 
-        try:
-            cluster = self.fresh()
-        except DCSError as e:
-            return text_response(503, f"DCS is not accessible: {e}")
+        cluster = self.fresh_view()
         value = cluster.failover.value
         if not (isinstance(value, dict) and value.get("scheduled_at")):
             return text_response(404, "no switchover is scheduled")
@@ -276,24 +278,16 @@ class Actions:
     # -- configuration and history ----------------------------------------------------
 
     def get_config(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import json_response, text_response
 
-        try:
-            cluster = self.fresh()
-        except DCSError as e:
-            return text_response(503, f"DCS is not accessible: {e}")
+        cluster = self.fresh_view()
         if not isinstance(cluster.config.value, dict) or not cluster.config.version:
             return text_response(502, "the config key does not exist")
         return json_response(200, cluster.config.value)
 
     def patch_config(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import json_response, text_response
 
         patch = request.json_object()
-        try:
-            cluster = self.fresh()
-        except DCSError as e:
-            return text_response(503, f"DCS is not accessible: {e}")
+        cluster = self.fresh_view()
         if not isinstance(cluster.config.value, dict) or not cluster.config.version:
             return text_response(503, "the config key does not exist")
         data = merge_patch(cluster.config.value, patch)
@@ -311,7 +305,6 @@ class Actions:
         return json_response(200, data)
 
     def put_config(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import json_response, text_response
 
         data = request.json_object()
         problem = config_problem(data)
@@ -330,14 +323,10 @@ class Actions:
         return text_response(502, "writing the config key failed: it kept changing")
 
     def get_history(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import json_response, text_response
 
         view = self.cached()
         if view is None:
-            try:
-                view = self.fresh()
-            except DCSError as e:
-                return text_response(503, f"DCS is not accessible: {e}")
+            view = self.fresh_view()
         value = view.history.value if isinstance(view.history.value, list) else []
         return json_response(200, value)
 
@@ -347,7 +336,6 @@ class Actions:
         return self.dynamic().get("failsafe_mode") is True
 
     def get_failsafe(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import json_response, text_response
 
         if not self._failsafe_on():
             return text_response(502, "failsafe mode is not enabled")
@@ -358,7 +346,6 @@ class Actions:
     def post_failsafe(self, request: "Request") -> "Response":
         """A primary that lost the DCS asks us not to race: accept unless we are a primary
         ourselves. The supervisor keeps us out of the race for ttl after this."""
-        from pgwarden.workers.api_server import text_response
 
         body = request.json_object()
         if not self._failsafe_on():
@@ -386,7 +373,6 @@ class Actions:
     # -- local operations ---------------------------------------------------------------
 
     def _local(self, kind: str, args: dict[str, Any], wait: float) -> "Response":
-        from pgwarden.workers.api_server import text_response
 
         rid = self.channel.submit(kind, args)
         answer = self.channel.wait(rid, wait)
@@ -399,7 +385,6 @@ class Actions:
         return text_response(code, str(answer.get("text") or ""))
 
     def post_restart(self, request: "Request") -> "Response":
-        from pgwarden.workers.api_server import text_response
 
         body = request.json_object(optional=True)
         if "timeout" in body:
