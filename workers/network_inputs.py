@@ -63,40 +63,47 @@ def evaluate(sup: SectionView, lease: SectionView, pg: SectionView,
     paused = sup.data.get("paused") is True
     intent = sup.data.get("intent")
     intent_vip = isinstance(intent, dict) and intent.get("vip") is True
-    deadline_raw = timing.authority_deadline(lease.data)  # failsafe mode may extend the lease
-    deadline = float(deadline_raw) if _number(deadline_raw) else 0.0
+    deadline = timing.authority_deadline(lease.data)  # failsafe mode may extend the lease
     pg_intent = intent.get("pg") if isinstance(intent, dict) else None
-    restarting = (isinstance(pg_intent, dict) and pg_intent.get("recover") is True
-                  and pg_intent.get("role") == "primary"
-                  and pg.data.get("state") in ("crashed", "starting", "running"))
-    op = pg.data.get("operation")
-    if isinstance(op, dict) and op.get("name") == "restart" and pg.data.get("role") != "replica":
-        restarting = True  # a restart asked through the API, under the lock (lead_restarting)
-    promoting = (isinstance(pg_intent, dict) and pg_intent.get("role") == "primary"
-                 and intent_vip and pg.data.get("running") is True
-                 and pg.data.get("role") == "replica")
-    if promoting:
-        # being promoted under the lock (vip-manager's rule: the VIP follows the key): a
-        # client reaching it meanwhile gets "read-only" at once and retries, instead of a
-        # lost SYN and a 1 s retransmission; writes land the moment promotion completes
-        restarting = True
-    if isinstance(op, dict) and op.get("name") == "stop" and intent_vip:
-        # a switchover's clean shutdown under the lock: clients get "shutting down" at once
-        # rather than silence; the decision drops the VIP before releasing the key
-        restarting = True
+    under_lock = transition_under_lock(pg_intent, pg.data, intent_vip)
     allowed, reason = may_hold_vip(intent_vip, pg.data.get("running") is True,
                                    pg.data.get("role"), now, deadline, margin, paused,
-                                   restarting_in_place=restarting)
+                                   restarting_in_place=under_lock is not None)
     if allowed and lease.data.get("holds_leader") is not True:
         allowed, reason = False, "the lease worker does not confirm that we hold the leader key"
-    if allowed and promoting:
-        reason = "being promoted under a confirmed lease: the VIP follows the leader key"
+    if allowed and under_lock is not None:
+        reason = under_lock
     hold = intent.get("vip_hold_until") if isinstance(intent, dict) else None
     if not allowed and not paused and handing_off(hold, now, pg.data):
         # keep, never add (the `paused` verdict means "leave as it is"): see handing_off
         return Verdict(False, True, "switchover hand-off: the VIP stays, answering with "
                        "refusals, until the new primary holds it", None, margin)
     return Verdict(allowed, paused, reason, deadline - margin, margin)
+
+
+def transition_under_lock(pg_intent: Any, pg: dict[str, Any], intent_vip: bool) -> str | None:
+    """The moments where this host's PostgreSQL is not (yet, or for an instant no longer) a
+    running primary but the VIP may stay or come, because we hold the lock and nobody else can
+    take writes: a client then gets an instant refusal or "read-only" instead of a SYN lost to
+    a missing address and a 1 s retransmission. None: no such moment, rule 2 as written.
+    The lease deadline and the lease worker's confirmation are still required (evaluate)."""
+    if not isinstance(pg_intent, dict):
+        return None
+    op = pg.get("operation")
+    op_name = op.get("name") if isinstance(op, dict) else None
+    if pg_intent.get("recover") is True and pg_intent.get("role") == "primary" \
+            and pg.get("state") in ("crashed", "starting", "running"):
+        return "the primary is being restarted in place under a confirmed lease"
+    if op_name == "restart" and pg.get("role") != "replica":
+        return "the primary is being restarted on request under a confirmed lease"
+    if pg_intent.get("role") == "primary" and intent_vip and pg.get("running") is True \
+            and pg.get("role") == "replica":
+        # vip-manager's rule, the VIP follows the key: writes land once promotion completes
+        return "being promoted under a confirmed lease: the VIP follows the leader key"
+    if op_name == "stop" and intent_vip:
+        # a switchover's clean shutdown: clients get "shutting down" at once
+        return "the primary is stopping cleanly for a switchover under a confirmed lease"
+    return None
 
 
 def handing_off(hold_until: Any, now: float, pg: dict[str, Any]) -> bool:

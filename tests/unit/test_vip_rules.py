@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,22 @@ def test_hand_off_keeps_the_vip_only_before_its_deadline_and_never_on_a_primary(
     assert not handing_off(None, 10.0, stopped)
     assert not handing_off(float("nan"), 10.0, stopped)
     assert not handing_off(True, 0.5, stopped), "a bool is not a deadline"
+
+
+@pytest.mark.parametrize("pg_intent,pg,vip,expected", [
+    ({"role": "primary", "recover": True}, {"state": "crashed"}, True, "restarted in place"),
+    ({"role": "none"}, {"operation": {"name": "restart"}, "role": None}, True, "on request"),
+    ({"role": "none"}, {"operation": {"name": "restart"}, "role": "replica"}, True, None),
+    ({"role": "primary"}, {"running": True, "role": "replica"}, True, "being promoted"),
+    ({"role": "primary"}, {"running": True, "role": "replica"}, False, None),
+    ({"role": "stopped"}, {"operation": {"name": "stop"}}, True, "stopping cleanly"),
+    ({"role": "stopped"}, {"operation": {"name": "stop"}}, False, None),
+    ({"role": "primary"}, {"running": True, "role": "primary"}, True, None),
+    (None, {"running": True, "role": "replica"}, True, None),
+])
+def test_transitions_under_the_lock(pg_intent: Any, pg: dict[str, Any], vip: bool,
+                                    expected: str | None) -> None:
+    from pgwarden.workers.network_inputs import transition_under_lock
+
+    got = transition_under_lock(pg_intent, pg, vip)
+    assert (got is None) if expected is None else (got is not None and expected in got)
