@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import select
-import signal
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pgwarden.lab import pgconn
 from pgwarden.lab.splitbrain import ACKED, OUTCOMES, REFUSED, UNKNOWN, Write
-from pgwarden.lab.writer import Writer, classify
+from pgwarden.lab.writer import Writer, classify, run_until_signalled
 
 TABLE = "lab_acked"
 # the lab's per-host setting; else the server's address; else (a Unix socket) its port
@@ -212,24 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.host:
         print("acked_writer: give --host or --dsn", file=sys.stderr)
         return 2
-    if not args.table.replace("_", "").isalnum():
-        print(f"acked_writer: bad table name {args.table!r}", file=sys.stderr)
-        return 2
-    out: IO[str] = sys.stdout if args.log == "-" else open(args.log, "a", buffering=1)
-    w = AckedWriter(args, out)
-
-    def on_signal(*_: Any) -> None:
-        w.stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        rc = w.run()
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    print("acked_writer: " + ", ".join(f"{w.counts[o]} {o}" for o in OUTCOMES), file=sys.stderr)
-    return rc
+    return run_until_signalled(args, AckedWriter, "acked_writer",
+                               lambda w: ", ".join(f"{w.counts[o]} {o}" for o in OUTCOMES))
 
 
 def read_log(*paths: str | Path) -> list[Write]:

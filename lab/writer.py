@@ -41,7 +41,7 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import psycopg
 
@@ -184,13 +184,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_until_signalled(args: argparse.Namespace, make: Callable[..., Any], prog: str,
+                        summary: Callable[[Any], str]) -> int:
+    """The command-line body both writers share: check the table name, open the log, run
+    until SIGTERM/SIGINT, close the log, print a one-line summary on stderr."""
     if not args.table.replace("_", "").isalnum():
-        print(f"writer: bad table name {args.table!r}", file=sys.stderr)
+        print(f"{prog}: bad table name {args.table!r}", file=sys.stderr)
         return 2
     out: IO[str] = sys.stdout if args.log == "-" else open(args.log, "a", buffering=1)
-    w = Writer(args, out)
+    w = make(args, out)
 
     def on_signal(*_: Any) -> None:
         w.stop = True
@@ -198,14 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        rc = w.run()
+        rc = int(w.run())
     finally:
         if out is not sys.stdout:
             out.close()
-    c = w.counts
-    print(f"writer: {c['acked']} acked, {c['failed']} failed, {c['unknown']} unknown",
-          file=sys.stderr)
+    print(f"{prog}: {summary(w)}", file=sys.stderr)
     return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_until_signalled(
+        parser().parse_args(argv), Writer, "writer",
+        lambda w: f"{w.counts['acked']} acked, {w.counts['failed']} failed, "
+                  f"{w.counts['unknown']} unknown")
 
 
 def read_log(path: str) -> list[dict[str, Any]]:

@@ -347,17 +347,14 @@ def _fresh(view: SectionView, now_ns: int, max_age: float) -> dict[str, Any] | N
 
 
 def primary_running(pg: dict[str, Any] | None) -> bool | None:
-    """True: a running primary. None (unknown, the unsafe answer): no fresh section, or a
-    postmaster that lives but does not answer (it may still commit on open sessions).
-    False: a running replica, or no postmaster at all."""
+    """True: a running primary. None (unknown, the unsafe answer): no fresh section.
+    False: anything else, a postmaster that does not answer included (the decision core
+    keeps the watchdog armed by its intent while it fences such a server)."""
     if pg is None:
         return None
-    if pg.get("running") is True:
-        return pg.get("role") == "primary"
-    # A postmaster that does not answer: the decision core keeps the watchdog armed through
-    # its intent while it fences such a server (rules.maybe_primary); here, unknown-but-alive
-    # counts as not primary so that a demoted server stopping normally can be disarmed.
-    return False
+    # counting a silent postmaster as unknown kept a normally demoted host armed and unfed
+    # through a DCS outage, and its watchdog reset it (found by the fencing lab scenarios)
+    return pg.get("running") is True and pg.get("role") == "primary"
 
 
 def confirmed_at(lease: dict[str, Any], ttl: float) -> float:
