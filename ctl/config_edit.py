@@ -82,7 +82,8 @@ def parse_yaml_document(text: str, source: str) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise UsageError(f"{source}: must be a mapping of keys, got {type(doc).__name__}")
+        raise UsageError(f"{source}: the top level must be a mapping of keys, got "
+                         f"{type(doc).__name__}")
     return doc
 
 

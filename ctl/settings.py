@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from pgwarden.core.config import apply_env
+from pgwarden.ctl.config_edit import parse_yaml_document
 from pgwarden.ctl.dcs_url import DEFAULT_ETCD_PORT, parse_dcs_url
 from pgwarden.ctl.errors import UsageError
 
@@ -107,18 +107,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read the config file {path}: {e.strerror or e} (check -c/--config-file)") from None
     except UnicodeDecodeError:
         raise UsageError(f"cannot read the config file {path}: not UTF-8 text") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UsageError(f"config file {path}: invalid YAML{where}: {problem}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise UsageError(f"config file {path}: the top level must be a mapping of keys")
-    return doc
+    return parse_yaml_document(text, f"config file {path}")
 
 
 def _section(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
