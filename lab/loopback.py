@@ -255,6 +255,21 @@ class LoopbackCluster:
         host, port = self.etcd.endpoint.rsplit(":", 1)
         return etcd3.client(host=host, port=int(port), timeout=5)
 
+    def sql(self, name: str, query: str, *args: object) -> list[tuple[Any, ...]] | None:
+        """Rows of one statement on a member as the superuser ([] when it returns none);
+        None when the member does not answer (stopped, restarting, cloning)."""
+        import psycopg
+
+        node = self.nodes[name]
+        try:
+            with psycopg.connect(host="127.0.0.1", port=node.pg_port, user="postgres",
+                                 password=SUPERUSER_PASSWORD, dbname="postgres",
+                                 connect_timeout=2, autocommit=True) as conn:
+                cur = conn.execute(query, args or None)  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+        except psycopg.Error:
+            return None
+
     def postmaster_pid(self, name: str) -> int | None:
         try:
             return int((self.nodes[name].data_dir / "postmaster.pid").read_text().split()[0])

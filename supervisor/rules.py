@@ -23,6 +23,7 @@ from pgwarden.supervisor.rules_ops import (
     act_handover_release,
     act_handover_stopping,
     act_lead_restarting,
+    act_paused_hold,
     act_paused_idle,
     act_paused_lead,
     act_paused_no_dcs,
@@ -506,6 +507,11 @@ TRANSITIONS: tuple[Transition, ...] = (
                lambda s: paused(s) and s.lease.holds_leader and not s.pg.running
                and s.pg.operation is None and not s.pg.process_alive,
                "release_lock_paused", "replica", act_paused_release),
+    # without this row a paused leader whose postmaster died with its children still
+    # exiting (or that runs as a replica) fell through to the crash restart or promotion
+    Transition(ALIVE, "paused, holding the lock, PostgreSQL not a running primary",
+               lambda s: paused(s) and s.lease.holds_leader and not pg_is_primary(s),
+               "hold_lock_paused", "(unchanged)", act_paused_hold),
     Transition(ALIVE, "paused, running as primary, no leader",
                lambda s: paused(s) and pg_is_primary(s) and not s.lease.holds_leader
                and s.cluster is not None and s.cluster.leader is None,

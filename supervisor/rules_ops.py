@@ -279,6 +279,15 @@ def act_paused_release(s: Snapshot) -> Decision:
               pg_role="none", lock_want=False, vip=s.vip_held, watchdog="disarmed")
 
 
+def act_paused_hold(s: Snapshot) -> Decision:
+    what = ("runs as a replica" if s.pg.running else
+            f"is busy ({s.pg.operation})" if s.pg.operation else "does not answer")
+    return _d(s, "hold_lock_paused", s.memory.state,
+              f"paused: PostgreSQL on the leader {what}; keeping the leader key, no "
+              "automatic restart or promotion while paused",
+              pg_role="none", lock_want=True, vip=s.vip_held, watchdog="disarmed")
+
+
 def act_paused_take_lock(s: Snapshot) -> Decision:
     return _d(s, "acquire_lock_paused", "primary",
               "paused: PostgreSQL runs as a primary and the cluster has no leader; taking "

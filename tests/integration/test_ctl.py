@@ -31,6 +31,7 @@ from pgwarden.core.version import __version__
 from pgwarden.dcs.etcd3 import Etcd3DCS
 from pgwarden.dcs.model import ClusterView
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
+from pgwarden.postgres.lsn import parse_lsn
 
 pytestmark = pytest.mark.integration
 
@@ -104,9 +105,6 @@ def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
-def _lsn(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def _settled(c: LoopbackCluster) -> str | None:
@@ -159,7 +157,7 @@ def test_list_json_agrees_with_postgresql(env: Env) -> None:
     primary = _primary(env)
     rows = env.cluster.wait_until(lambda: _settled_rows(env), 30, "settled list")
     tl = _sql(env.cluster, primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
-    current = _lsn(_sql(env.cluster, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
+    current = parse_lsn(_sql(env.cluster, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
     for row in rows:
         name = row["Member"]
         in_recovery = _sql(env.cluster, name, "SELECT pg_is_in_recovery()")[0][0]
@@ -170,7 +168,7 @@ def test_list_json_agrees_with_postgresql(env: Env) -> None:
             assert "Receive LSN" not in row
             continue
         for col in ("Receive", "Replay"):
-            assert LSN_RE.match(row[f"{col} LSN"]) and 0 < _lsn(row[f"{col} LSN"]) <= current, row
+            assert LSN_RE.match(row[f"{col} LSN"]) and 0 < parse_lsn(row[f"{col} LSN"]) <= current, row
             assert isinstance(row[f"{col} Lag"], int) and row[f"{col} Lag"] >= 0, row
 
 

@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from pgwarden.lab.loopback import LoopbackCluster
-from test_operations_loopback import healthy, patroni, sql, wait_healthy
+from test_operations_loopback import healthy, patroni, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def make_cluster() -> Iterator:
 
 
 def writable(c: LoopbackCluster, name: str) -> bool:
-    return sql(c, name, "CREATE TEMP TABLE probe (x int)") is not None
+    return c.sql(name, "CREATE TEMP TABLE probe (x int)") is not None
 
 
 def test_without_failsafe_the_primary_demotes_before_its_lease_deadline(make_cluster) -> None:

@@ -14,24 +14,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import psycopg
 import pytest
 
-from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
+from pgwarden.lab.loopback import LoopbackCluster
 
 pytestmark = pytest.mark.integration
 
-
-def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple] | None:
-    node = c.nodes[name]
-    try:
-        with psycopg.connect(host="127.0.0.1", port=node.pg_port, user="postgres",
-                             password=SUPERUSER_PASSWORD, dbname="postgres", connect_timeout=2,
-                             autocommit=True) as conn:
-            cur = conn.execute(query)
-            return cur.fetchall() if cur.description else []
-    except psycopg.Error:
-        return None
 
 
 def _healthy(c: LoopbackCluster, names: tuple[str, ...]) -> str | None:
@@ -44,7 +32,7 @@ def _healthy(c: LoopbackCluster, names: tuple[str, ...]) -> str | None:
 
 
 def _streaming(c: LoopbackCluster, primary: str) -> list[str]:
-    rows = _sql(c, primary, "SELECT application_name FROM pg_stat_replication "
+    rows = c.sql(primary, "SELECT application_name FROM pg_stat_replication "
                             "WHERE state = 'streaming' ORDER BY 1") or []
     return [r[0] for r in rows]
 
@@ -76,16 +64,16 @@ def test_postgres_killed_on_the_primary_restarts_in_place(make_cluster) -> None:
     names = tuple(c.nodes)
     primary = _healthy(c, names)
     assert primary
-    tl_before = _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+    tl_before = c.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()")
     pm = c.postmaster_pid(primary)
     t0 = time.monotonic()
     os.kill(pm, signal.SIGKILL)
     c.wait_until(lambda: c.postmaster_pid(primary) not in (None, pm)
-                 and _sql(c, primary, "SELECT NOT pg_is_in_recovery()") == [(True,)],
+                 and c.sql(primary, "SELECT NOT pg_is_in_recovery()") == [(True,)],
                  60, "PostgreSQL restarted in place")
     took = time.monotonic() - t0
     assert _healthy(c, names) == primary
-    assert _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl_before
+    assert c.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl_before
     assert "starting it in place" in c.nodes[primary].log_text()
     print(f"\nPostgreSQL crash -> writable again on the same node after {took:.2f} s")
 
@@ -106,7 +94,7 @@ def test_primary_start_timeout_zero_fails_over_to_a_replica(make_cluster) -> Non
     took = time.monotonic() - t0
     # /primary answers 200 as soon as the node holds the lock (Patroni's rule), a moment
     # before the promotion completes
-    c.wait_until(lambda: _sql(c, new, "SELECT NOT pg_is_in_recovery()") == [(True,)], 30,
+    c.wait_until(lambda: c.sql(new, "SELECT NOT pg_is_in_recovery()") == [(True,)], 30,
                  f"{new} promoted")
     c.wait_until(lambda: sorted(_streaming(c, new)) == sorted(n for n in names if n != new),
                  90, "the old primary and the other replica streaming from the new one")
@@ -118,17 +106,17 @@ def test_node_crash_fails_over_and_the_node_rejoins_with_rewind(make_cluster) ->
     names = tuple(c.nodes)
     primary = _healthy(c, names)
     assert primary
-    _sql(c, primary, "CREATE TABLE acked (id int primary key)")
+    c.sql(primary, "CREATE TABLE acked (id int primary key)")
     for i in range(100):
-        _sql(c, primary, f"INSERT INTO acked VALUES ({i})")
+        c.sql(primary, f"INSERT INTO acked VALUES ({i})")
     others = tuple(n for n in names if n != primary)
-    c.wait_until(lambda: all(_sql(c, n, "SELECT count(*) FROM acked") == [(100,)]
+    c.wait_until(lambda: all(c.sql(n, "SELECT count(*) FROM acked") == [(100,)]
                              for n in others), 30, "rows on the replicas")
     t0 = time.monotonic()
     c.crash(primary)
     new = c.wait_until(lambda: _healthy(c, others), c.ttl + 60, "a new primary")
     took = time.monotonic() - t0
-    assert _sql(c, new, "SELECT count(*) FROM acked") == [(100,)]
+    assert c.sql(new, "SELECT count(*) FROM acked") == [(100,)]
     third = [n for n in others if n != new][0]
     c.wait_until(lambda: _streaming(c, new) == [third], 60, "the third node following")
     # the old primary comes back and rejoins as a streaming replica
@@ -136,7 +124,7 @@ def test_node_crash_fails_over_and_the_node_rejoins_with_rewind(make_cluster) ->
     c.wait_until(lambda: sorted(_streaming(c, new)) == sorted([third, primary]), 120,
                  "the old primary streaming again")
     c.wait_until(lambda: _healthy(c, names) == new, 30, "every member healthy again")
-    assert _sql(c, primary, "SELECT count(*) FROM acked") == [(100,)]
+    assert c.sql(primary, "SELECT count(*) FROM acked") == [(100,)]
     assert "pg_rewind from" in c.nodes[primary].log_text()
     # the promotion is recorded in Patroni's `history` key: [tl, lsn, reason, time, leader]
     history = c.wait_until(lambda: _get_key(c, "history"), 30, "the history key")
@@ -165,7 +153,7 @@ def test_agent_sigkilled_on_the_primary_then_restarted_adopts_postgres(make_clus
     primary = _healthy(c, names)
     assert primary
     pm = c.postmaster_pid(primary)
-    tl = _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()")
+    tl = c.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()")
     agent = c.agent_pid(primary)
     assert pm and agent
     os.kill(agent, signal.SIGKILL)
@@ -175,7 +163,7 @@ def test_agent_sigkilled_on_the_primary_then_restarted_adopts_postgres(make_clus
     c.start(primary)
     c.wait_until(lambda: _healthy(c, names) == primary, 60, f"{primary} leading again")
     assert c.postmaster_pid(primary) == pm, "the running postmaster was adopted, not restarted"
-    assert _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl
+    assert c.sql(primary, "SELECT timeline_id FROM pg_control_checkpoint()") == tl
     log = c.nodes[primary].log_text()
     assert "adopted the running postmaster" in log and "leader key" in log
     for other in names:

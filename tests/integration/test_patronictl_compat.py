@@ -27,6 +27,7 @@ from patronictl_util import table_header as _table_header
 from patronictl_util import table_rows as _table_rows
 from pgwarden.core.version import PATRONI_COMPAT_VERSION
 from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
+from pgwarden.postgres.lsn import parse_lsn
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +49,6 @@ def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
-def _lsn(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 
@@ -83,7 +81,7 @@ def test_list_json_shows_every_member_with_roles_states_and_numeric_lag(pctl: Ct
     primary = _primary(c)
     assert primary is not None
     tl = _sql(c, primary, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0]
-    current = _lsn(_sql(c, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
+    current = parse_lsn(_sql(c, primary, "SELECT pg_current_wal_lsn()::text")[0][0])
 
     by_name = {r["Member"]: r for r in rows}
     assert by_name[primary]["Role"] == "Leader" and by_name[primary]["State"] == "running"
@@ -102,7 +100,7 @@ def test_list_json_shows_every_member_with_roles_states_and_numeric_lag(pctl: Ct
             assert isinstance(lag, int) and not isinstance(lag, bool) and lag >= 0, row
             assert LSN_RE.match(lsn), row
             # a real position: past initdb's WAL, not ahead of what the primary has written
-            assert 0 < _lsn(lsn) <= current, (row, current)
+            assert 0 < parse_lsn(lsn) <= current, (row, current)
 
 
 def test_list_table_has_the_cluster_header_with_the_system_identifier(pctl: Ctl | None) -> None:

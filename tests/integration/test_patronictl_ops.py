@@ -20,12 +20,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
-import psycopg
 import pytest
 import yaml
 
 from patronictl_util import Ctl, ctl_cluster, need, one_primary, table_header, table_rows
-from pgwarden.lab.loopback import SUPERUSER_PASSWORD, LoopbackCluster
+from pgwarden.lab.loopback import LoopbackCluster
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +46,6 @@ def pctl() -> Iterator[Ctl | None]:
 
 # -- observation ----------------------------------------------------------------------
 
-
-def sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]] | None:
-    """Rows of a query on one member; None when it does not answer (restarting, cloning)."""
-    node = c.nodes[name]
-    try:
-        with psycopg.connect(host="127.0.0.1", port=node.pg_port, user="postgres",
-                             password=SUPERUSER_PASSWORD, dbname="postgres", connect_timeout=2,
-                             autocommit=True) as conn:
-            cur = conn.execute(query)
-            return cur.fetchall() if cur.description else []
-    except psycopg.Error:
-        return None
 
 
 def patroni(c: LoopbackCluster, name: str) -> dict[str, Any]:
@@ -84,7 +71,7 @@ def healthy(c: LoopbackCluster) -> str | None:
     leader = one_primary(c)
     if leader is None or c.etcd_get("leader") != leader:
         return None
-    rows = sql(c, leader, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+    rows = c.sql(leader, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
     if not rows or rows[0][0] != len(c.nodes) - 1:
         return None
     for name, m in member_keys(c).items():
@@ -305,7 +292,7 @@ def test_edit_config_sets_patroni_settings_and_reloadable_parameters(pctl: Ctl |
         out = ctl.run("edit-config", c.scope, "--force", "--pg", "work_mem=8MB")
         assert "Configuration changed" in out, out
         assert key(c, "config")["postgresql"]["parameters"]["work_mem"] == "8MB"
-        c.wait_until(lambda: all((sql(c, n, "SHOW work_mem") or [("?",)])[0][0] == "8MB"
+        c.wait_until(lambda: all((c.sql(n, "SHOW work_mem") or [("?",)])[0][0] == "8MB"
                                  for n in c.nodes), 20, "work_mem 8MB on every member")
         assert not any(patroni(c, n).get("pending_restart") for n in c.nodes)
         # a null removes the key (Patroni's edit-config semantics), and the default returns
@@ -314,7 +301,7 @@ def test_edit_config_sets_patroni_settings_and_reloadable_parameters(pctl: Ctl |
         assert "Configuration changed" in out, out
         assert "work_mem" not in key(c, "config")["postgresql"]["parameters"]
         assert key(c, "config")["loop_wait"] == LOOP_WAIT
-        c.wait_until(lambda: all((sql(c, n, "SHOW work_mem") or [("?",)])[0][0] == "4MB"
+        c.wait_until(lambda: all((c.sql(n, "SHOW work_mem") or [("?",)])[0][0] == "4MB"
                                  for n in c.nodes), 20, "work_mem back to 4MB everywhere")
     finally:
         config = key(c, "config") or {}
@@ -349,7 +336,7 @@ def test_edit_config_restart_parameter_then_restart_pending(pctl: Ctl | None) ->
         assert f"Success: restart on member {n}" in out, out
     after = start_times(c)
     assert all(after[n] and after[n] != before[n] for n in c.nodes), (before, after)
-    assert all((sql(c, n, "SHOW max_connections") or [("?",)])[0][0] == "60" for n in c.nodes)
+    assert all((c.sql(n, "SHOW max_connections") or [("?",)])[0][0] == "60" for n in c.nodes)
     c.wait_until(lambda: not any(patroni(c, n).get("pending_restart") for n in c.nodes), 15,
                  "pending_restart cleared in GET /patroni")
     c.wait_until(lambda: not any(m.get("pending_restart") for m in member_keys(c).values()),
@@ -435,7 +422,7 @@ def test_reinit_a_replica(pctl: Ctl | None) -> None:
     c = ctl.cluster
     leader = wait_healthy(c)
     replica = replicas(c, leader)[0]
-    sql(c, leader, "CREATE TABLE IF NOT EXISTS reinit_marker (x int)")
+    c.sql(leader, "CREATE TABLE IF NOT EXISTS reinit_marker (x int)")
     before = patroni(c, replica)["postmaster_start_time"]
     out = ctl.run("reinit", c.scope, replica, "--force", timeout=OP_TIMEOUT)
     assert f"Success: reinitialize for member {replica}" in out, out
@@ -443,7 +430,7 @@ def test_reinit_a_replica(pctl: Ctl | None) -> None:
     assert wait_healthy(c) == leader
     c.wait_until(lambda: patroni(c, replica).get("postmaster_start_time") != before, 30,
                  "a new postmaster on the reinitialized replica")
-    assert sql(c, replica, "SELECT count(*) FROM reinit_marker") == [(0,)]
+    assert c.sql(replica, "SELECT count(*) FROM reinit_marker") == [(0,)]
 
 
 def test_reinit_with_wait_returns_once_the_clone_is_done(pctl: Ctl | None) -> None:
@@ -451,7 +438,7 @@ def test_reinit_with_wait_returns_once_the_clone_is_done(pctl: Ctl | None) -> No
     c = ctl.cluster
     leader = wait_healthy(c)
     replica = replicas(c, leader)[-1]
-    sql(c, leader, "CREATE TABLE IF NOT EXISTS reinit_wait_marker (x int)")
+    c.sql(leader, "CREATE TABLE IF NOT EXISTS reinit_wait_marker (x int)")
     before = patroni(c, replica)["postmaster_start_time"]
     out = ctl.run("reinit", c.scope, replica, "--force", "--wait", timeout=OP_TIMEOUT * 2)
     assert f"Success: reinitialize for member {replica}" in out, out
@@ -461,6 +448,6 @@ def test_reinit_with_wait_returns_once_the_clone_is_done(pctl: Ctl | None) -> No
     assert patroni(c, replica)["state"] != "creating replica"
     assert wait_healthy(c) == leader
     assert patroni(c, replica).get("postmaster_start_time") != before
-    assert sql(c, replica, "SELECT count(*) FROM reinit_wait_marker") == [(0,)]
+    assert c.sql(replica, "SELECT count(*) FROM reinit_wait_marker") == [(0,)]
     rows = list_json(ctl)
     assert rows[replica]["Role"] == "Replica" and rows[replica]["State"] == "streaming", rows

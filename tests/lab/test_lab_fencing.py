@@ -803,6 +803,8 @@ def test_worker_killed_below_the_restart_intensity_is_restarted(lab: Lab, primar
     timeline and keeps acknowledging writes."""
     old = primary
     timeline = lab.timeline(old)
+    # counted since the agent started: earlier scenarios may have restarted its workers
+    before = _worker_restarts(lab, old)
     with _writers(lab, "fence_kill_below") as w:
         t_fault = time.monotonic()
         prev: dict[str, int | None] = {"lease": None, "postgres": None}
@@ -817,8 +819,8 @@ def test_worker_killed_below_the_restart_intensity_is_restarted(lab: Lab, primar
                        "writes acknowledged after the last restart")
         assert lab.agent_alive(old)
         assert lab.primary() == old and lab.timeline(old) == timeline
-        restarts = (lab.api_get(old, "/patroni")[1] or {}).get("pgwarden", {}).get(
-            "worker_restarts", {})
+        after = _worker_restarts(lab, old)
+        restarts = {k: after.get(k, 0) - before.get(k, 0) for k in ("lease", "postgres")}
     report = w.check(old, t_fault)
     _judge(report)
     assert [r.host for r in report.reigns] == [old]
@@ -826,6 +828,12 @@ def test_worker_killed_below_the_restart_intensity_is_restarted(lab: Lab, primar
     gaps = _ack_pauses(w, t_fault)
     print(f"4 worker kills on {old}: restarts {restarts}, still primary on timeline "
           f"{timeline}; longest pause between writes through the VIP {max(gaps):.2f} s")
+
+
+def _worker_restarts(lab: Lab, host: str) -> dict[str, int]:
+    """The supervisor's restart count of each worker, as /patroni reports it."""
+    return dict((lab.api_get(host, "/patroni")[1] or {}).get("pgwarden", {}).get(
+        "worker_restarts", {}))
 
 
 def _ack_pauses(w: Writers, after: float) -> list[float]:

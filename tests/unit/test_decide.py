@@ -220,6 +220,10 @@ CASES += [
     ("paused, holding the lock, PostgreSQL not running",
      snap("n1", pg=STOPPED, lease=HOLDING, state="primary", dynamic=PAUSED),
      {"pg_role": "none", "lock_want": False, "watchdog": "disarmed"}),
+    ("paused, holding the lock, PostgreSQL not a running primary",
+     snap("n1", pg=replace(STOPPED, process_alive=True), lease=HOLDING, state="primary",
+          dynamic=PAUSED),
+     {"pg_role": "none", "lock_want": True, "watchdog": "disarmed", "state": "primary"}),
     ("paused, running as primary, no leader",
      snap("n1", cl=cluster(leader=None), pg=PRIMARY, state="primary", dynamic=PAUSED),
      {"pg_role": "none", "lock_want": True, "acquire_token": 1, "state": "primary"}),
@@ -470,9 +474,18 @@ def test_an_unanswering_primary_is_stopped_when_another_member_leads() -> None:
     assert d.pg_role == "stopped" and not d.lock_want
 
 
-def test_paused_leader_keeps_the_key_while_its_postmaster_lives() -> None:
-    d = decide(snap("n1", pg=UNANSWERING, lease=HOLDING, state="primary", dynamic=PAUSED))
-    assert d.action != "release_lock_paused"
+@pytest.mark.parametrize("pg", [
+    pytest.param(UNANSWERING, id="postmaster alive, not answering"),
+    pytest.param(replace(STOPPED, process_alive=True), id="postmaster killed, children exiting"),
+    pytest.param(replace(STOPPED, operation="start"), id="a start in flight"),
+    pytest.param(REPLICA, id="running as a replica"),
+])
+def test_paused_leader_neither_restarts_nor_promotes_nor_releases(pg: PgView) -> None:
+    """Found in CI: a paused leader whose postmaster was SIGKILLed (children still alive)
+    fell through to the crash restart and PostgreSQL came back on its own."""
+    d = decide(snap("n1", pg=pg, lease=HOLDING, state="primary", dynamic=PAUSED))
+    assert (d.action, d.pg_role, d.lock_want, d.watchdog) == \
+        ("hold_lock_paused", "none", True, "disarmed")
 
 
 def test_shutdown_waits_for_a_postmaster_a_fresh_worker_has_not_sampled_yet() -> None:
