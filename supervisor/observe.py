@@ -23,7 +23,8 @@ def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
         role=d.get("role"),
         state=d.get("state", "unknown"),
         timeline=d.get("timeline"),
-        wal_position=d.get("wal_position"),
+        wal_position=_wal_position(d),
+        stopped_as_primary=_stopped_as_primary(d),
         sysid=d.get("sysid"),
         operation=op.get("name") if isinstance(op, dict) else None,
         last_error=d.get("last_error"),
@@ -36,6 +37,23 @@ def pg_view(v: SectionView, now_ns: int, max_age: float) -> PgView:
         if isinstance(d.get("promote_refused_at"), (int, float)) else None,
         process_alive=isinstance(d.get("pid"), int) and not isinstance(d.get("pid"), bool),
     )
+
+
+def _stopped_as_primary(d: dict[str, Any]) -> bool:
+    """A former primary stopped cleanly, no postmaster left. Without counting its shutdown
+    checkpoint as its position, the old primary of a switchover whose candidate died could
+    never run for leader: a 2-node cluster kept no primary."""
+    return (not d.get("running") and d.get("pid") is None and d.get("last_lsn_primary") is True
+            and isinstance(d.get("last_lsn"), int) and not isinstance(d.get("wal_position"), int))
+
+
+def _wal_position(d: dict[str, Any]) -> int | None:
+    """The sampled position; for a former primary stopped cleanly, its shutdown checkpoint
+    (which ends its WAL)."""
+    if _stopped_as_primary(d):
+        return int(d["last_lsn"])
+    pos = d.get("wal_position")
+    return pos if isinstance(pos, int) and not isinstance(pos, bool) else None
 
 
 def lease_view(v: SectionView, now_ns: int, max_age: float) -> LeaseView:

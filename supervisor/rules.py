@@ -281,6 +281,23 @@ def act_arm_watchdog(s: Snapshot) -> Decision:
               pg_role="replica", leader=None, lock_want=True, watchdog="armed")
 
 
+def act_arm_watchdog_stopped(s: Snapshot) -> Decision:
+    return _d(s, "arm_watchdog", "candidate",
+              "I hold the leader key: arming the watchdog before starting my cleanly stopped "
+              "former primary", pg_role="none", lock_want=True, watchdog="armed")
+
+
+def act_start_stopped_primary(s: Snapshot) -> Decision:
+    # its WAL ends at its shutdown checkpoint, which won the election: it needs no promotion
+    # (same timeline); from here the crashed-primary rows and primary_start_timeout apply
+    return _d(s, "start_primary", "primary",
+              f"I hold the leader key and my PostgreSQL was a primary stopped cleanly at LSN "
+              f"{s.pg.last_lsn}: starting it as the primary",
+              pg_role="primary", lock_want=True, watchdog="armed", vip=True,
+              ops=_keep_lock_ops(s) + clear_ops(s),
+              memory=moved(s.memory, "primary", s.now, pg_down_since=s.now))
+
+
 def act_no_watchdog(s: Snapshot) -> Decision:
     primary = pg_is_primary(s)
     return _d(s, "release_lock_no_watchdog", "replica",
@@ -534,6 +551,15 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(("primary",), "holding the lock, PostgreSQL down",
                lambda s: i_hold_lock(s) and not s.pg.running,
                "restart_primary", "primary", act_restart_crashed_primary),
+    Transition(ALIVE, "holding the lock, a former primary stopped cleanly, watchdog not "
+               "armed yet",
+               lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
+               and not s.watchdog_required_failed and not s.watchdog_ready,
+               "arm_watchdog", "candidate", act_arm_watchdog_stopped),
+    Transition(ALIVE, "holding the lock, a former primary stopped cleanly",
+               lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
+               and not s.watchdog_required_failed,
+               "start_primary", "primary", act_start_stopped_primary),
     Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None
                and not s.pg.process_alive,

@@ -33,6 +33,9 @@ class PgView:
     epoch_done: int = 0
     checkpoint_done: int = 0  # the last pre-switchover CHECKPOINT token the worker finished
     last_lsn: int | None = None  # a cleanly stopped server's shutdown checkpoint LSN
+    # stopped cleanly as a primary, no postmaster left: its WAL ends at last_lsn (which is
+    # then its wal_position), so it may run for leader and start as the primary
+    stopped_as_primary: bool = False
     promote_refused_at: float | None = None  # mono: pre_promote failed (stay out a ttl)
     process_alive: bool = False  # a postmaster process exists (perhaps frozen or not answering)
 

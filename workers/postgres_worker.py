@@ -78,6 +78,7 @@ class PostgresWorker:
         self.slots_checked_at = 0.0
         self.last_pub: dict[str, Any] | None = None
         self.last_lsn: int | None = None  # shutdown checkpoint LSN after a clean stop
+        self.last_lsn_primary = False  # ... and that stop was a primary's ("shut down")
         self.callbacks = CallbackRunner(ctx.config, self.log)
         self.role_changed = False  # demoted in this process's lifetime (on_role_change)
         self.promote_refused_at: float | None = None  # mono of the last failed pre_promote
@@ -462,19 +463,21 @@ class PostgresWorker:
         self.state = "stopped"
         self.status = {}
         self.control_state = None
-        self.last_lsn = self._shutdown_lsn()
+        self.last_lsn, self.last_lsn_primary = self._shutdown_lsn()
 
-    def _shutdown_lsn(self) -> int | None:
+    def _shutdown_lsn(self) -> tuple[int | None, bool]:
         """After a clean shutdown pg_control's latest checkpoint is the end of this server's
-        WAL: a switchover candidate that has received it has every committed write."""
+        WAL: a switchover candidate that has received it has every committed write. Also
+        whether the server was a primary (a standby's checkpoint is only a restartpoint)."""
         try:
             ctl = controldata(self.cfg.bin_dir, self.cfg.data_dir)
         except Exception as e:  # noqa: BLE001 - reported, the switchover then waits a while
             self.log.warning("cannot read pg_control after the stop: %s", e)
-            return None
-        if ctl.get("Database cluster state") not in ("shut down", "shut down in recovery"):
-            return None
-        return parse_lsn_or_none(ctl.get("Latest checkpoint location"))
+            return None, False
+        state = ctl.get("Database cluster state")
+        if state not in ("shut down", "shut down in recovery"):
+            return None, False
+        return parse_lsn_or_none(ctl.get("Latest checkpoint location")), state == "shut down"
 
     def _fresh_postmaster(self) -> None:
         """Within an operation: forget the stopped postmaster so the next start is clean."""
@@ -651,6 +654,7 @@ class PostgresWorker:
             "restart_done": self.restart_done,
             "reinit_done": self.reinit_done,
             "last_lsn": self.last_lsn,
+            "last_lsn_primary": self.last_lsn_primary and self.last_lsn is not None,
             "promote_refused_at": self.promote_refused_at,
             "timeline_history": self._timeline_history(st),
         }

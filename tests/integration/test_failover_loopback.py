@@ -41,16 +41,17 @@ def _streaming(c: LoopbackCluster, primary: str) -> list[str]:
 def make_cluster() -> Iterator:
     made: list[tuple[LoopbackCluster, Path]] = []
 
-    def make(**kw: object) -> LoopbackCluster:
+    def make(size: int = 3, **kw: object) -> LoopbackCluster:
         base = Path(tempfile.mkdtemp(prefix="pgwarden-itest-", dir="/tmp"))
-        c = LoopbackCluster(base, size=3, scope=f"fo{os.getpid()}{len(made)}",
+        c = LoopbackCluster(base, size=size, scope=f"fo{os.getpid()}{len(made)}",
                             extra_dcs={"postgresql": {"use_pg_rewind": True, "use_slots": True}},
                             **kw)  # type: ignore[arg-type]
         made.append((c, base))
         c.start_all()
         names = tuple(c.nodes)
         c.wait_until(lambda: _healthy(c, names) and
-                     len(_streaming(c, _healthy(c, names) or "n1")) == 2, 120, "a healthy cluster")
+                     len(_streaming(c, _healthy(c, names) or "n1")) == size - 1, 120,
+                     "a healthy cluster")
         return c
 
     yield make
@@ -169,3 +170,42 @@ def test_agent_sigkilled_on_the_primary_then_restarted_adopts_postgres(make_clus
     for other in names:
         if other != primary:
             assert "promoting" not in c.nodes[other].log_text()
+
+
+def test_a_switchover_whose_candidate_is_gone_gives_the_cluster_back_its_old_primary(
+        make_cluster) -> None:
+    """Two nodes; the candidate's agent is frozen (its PostgreSQL keeps streaming) just before
+    a switchover to it: the old primary stops cleanly and releases the key, nobody takes it.
+    After the handover window the old primary, whose WAL ends at its shutdown checkpoint,
+    wins the race and starts as the primary again on the same timeline. Before, it sat
+    stopped with no WAL position and the cluster had no primary until the candidate woke."""
+    c = make_cluster(size=2)
+    names = tuple(c.nodes)
+    old = _healthy(c, names)
+    assert old
+    candidate = next(n for n in names if n != old)
+    c.sql(old, "CREATE TABLE sw_gone(x int); INSERT INTO sw_gone VALUES (1)")
+    timeline = c.sql(old, "SELECT timeline_id FROM pg_control_checkpoint()")
+    frozen = c.nodes[candidate].proc
+    assert frozen is not None
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        code, text = c.nodes[old].request("POST", "/switchover",
+                                          {"leader": old, "candidate": candidate}, timeout=60)
+        assert code == 503, (code, text)  # failed, or still in progress: never "successful"
+        c.wait_until(lambda: c.sql(old, "SELECT NOT pg_is_in_recovery()") == [(True,)], 90,
+                     "the old primary leading again")
+        took = time.monotonic() - t0
+        assert c.etcd_get("leader") == old
+        assert c.sql(old, "SELECT timeline_id FROM pg_control_checkpoint()") == timeline
+        assert "starting it as the primary" in c.nodes[old].log_text()
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    c.wait_until(lambda: _healthy(c, names) == old and _streaming(c, old) == [candidate], 90,
+                 "the woken candidate following the old primary")
+    c.sql(old, "INSERT INTO sw_gone VALUES (2)")
+    c.wait_until(lambda: c.sql(candidate, "SELECT count(*) FROM sw_gone") == [(2,)], 30,
+                 "the candidate replicating")
+    print(f"\nswitchover to a frozen candidate: {text!r}; the old primary led again after "
+          f"{took:.1f} s")

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from pgwarden.core.config_model import DynamicConfig
+from pgwarden.core.shm import SectionView
 from pgwarden.dcs.model import ClusterView, Member, Versioned
 from pgwarden.supervisor.decide import decide, matching_transition
+from pgwarden.supervisor.observe import pg_view
 from pgwarden.supervisor.rules import TRANSITIONS
 from pgwarden.supervisor.snapshot import LeaseView, Memory, OpState, PgView, Snapshot
 
@@ -41,6 +43,8 @@ PRIMARY = PgView(data_dir_state="initialized", running=True, role="primary", sta
 REPLICA = replace(PRIMARY, role="replica", wal_position=100)
 EMPTY = PgView(data_dir_state="empty", state="stopped", fresh=True)
 STOPPED = replace(PRIMARY, running=False, role=None, state="stopped")
+CLEANLY_STOPPED_PRIMARY = replace(STOPPED, wal_position=250, last_lsn=250,
+                                  stopped_as_primary=True)
 HOLDING = LeaseView(connected=True, lease_deadline=NOW + 20, holds_leader=True, fresh=True)
 NOT_HOLDING = replace(HOLDING, holds_leader=False)
 
@@ -111,6 +115,15 @@ CASES: list[tuple[str, Snapshot, dict[str, Any]]] = [
      snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
           watchdog_ready=False, watchdog_required_failed=True),
      {"lock_want": False, "pg_role": "replica", "vip": False}),
+    ("holding the lock, a former primary stopped cleanly, watchdog not armed yet",
+     snap("n1", cl=cluster(leader="n1"), pg=CLEANLY_STOPPED_PRIMARY, lease=HOLDING,
+          state="candidate", watchdog_ready=False),
+     {"pg_role": "none", "watchdog": "armed", "lock_want": True, "state": "candidate"}),
+    ("holding the lock, a former primary stopped cleanly",
+     snap("n1", cl=cluster(leader="n1"), pg=CLEANLY_STOPPED_PRIMARY, lease=HOLDING,
+          state="candidate"),
+     {"pg_role": "primary", "watchdog": "armed", "lock_want": True, "vip": True,
+      "state": "primary"}),
     ("holding the lock, replica, watchdog not armed yet",
      snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
           watchdog_ready=False),
@@ -496,3 +509,35 @@ def test_shutdown_waits_for_a_postmaster_a_fresh_worker_has_not_sampled_yet() ->
     d = decide(snap("n1", pg=replace(STOPPED, fresh=False), lease=HOLDING, state="stopping",
                     shutdown=True))
     assert d.pg_role == "stopped" and d.exit_code is None
+
+
+def test_a_cleanly_stopped_former_primary_runs_for_leader() -> None:
+    """The old primary of a switchover whose candidate died: its shutdown checkpoint is its
+    position, so once the handover window is over it wins the race (it was not eligible
+    without a WAL position, and a 2-node cluster kept no primary)."""
+    s = snap("n1", cl=cluster(leader=None, members=[member("n1"), member("n2", xlog=50)]),
+             pg=CLEANLY_STOPPED_PRIMARY,
+             memory=Memory(state="candidate", since=NOW - 5, leader_gone_at=NOW - 2))
+    d = decide(s)
+    assert (d.action, d.lock_want, d.memory.acquire_token) == ("acquire_lock", True, 1), \
+        d.reason
+
+
+def test_a_stopped_former_primary_without_its_shutdown_lsn_stays_out() -> None:
+    s = snap("n1", cl=cluster(leader=None, members=[member("n1"), member("n2", xlog=50)]),
+             pg=replace(STOPPED, wal_position=None),
+             memory=Memory(state="candidate", since=NOW - 5, leader_gone_at=NOW - 2))
+    assert decide(s).action == "stay_replica_ineligible"
+
+
+@pytest.mark.parametrize("data,stopped,position", [
+    ({"running": False, "pid": None, "last_lsn": 250, "last_lsn_primary": True}, True, 250),
+    ({"running": False, "pid": None, "last_lsn": 250, "last_lsn_primary": False}, False, None),
+    ({"running": False, "pid": 42, "last_lsn": 250, "last_lsn_primary": True}, False, None),
+    ({"running": True, "pid": 42, "wal_position": 300, "last_lsn": None}, False, 300),
+    ({"running": False, "pid": None, "last_lsn": "250", "last_lsn_primary": True}, False, None),
+])
+def test_the_position_of_a_stopped_server(data: dict[str, Any], stopped: bool,
+                                          position: int | None) -> None:
+    view = pg_view(SectionView("postgres", 1, 1, 1, data), 1, 10.0)
+    assert (view.stopped_as_primary, view.wal_position) == (stopped, position)
