@@ -49,6 +49,30 @@ class PidFile:
     status: str | None  # "starting", "stopping", "ready", "standby" (line 8)
 
 
+def orphans(data_dir: str) -> list[psutil.Process]:
+    """Processes of a PostgreSQL server on `data_dir` whose postmaster is gone: backends
+    and auxiliary processes keep its working directory (the data dir) and the name
+    `postgres`. Call only when no postmaster runs there: a live one matches as well."""
+    real = os.path.realpath(data_dir)  # the kernel reports cwd with symlinks resolved
+    found = []
+    for p in psutil.process_iter(["name", "cwd"]):
+        if p.info["name"] == "postgres" and p.info["cwd"] == real:
+            found.append(p)
+    return found
+
+
+def kill_orphans(data_dir: str) -> int:
+    """SIGKILL what orphans() finds (a stopped process dies of it too); how many."""
+    killed = 0
+    for p in orphans(data_dir):
+        try:
+            p.send_signal(signal.SIGKILL)  # psutil checks the pid was not reused
+            killed += 1
+        except psutil.Error:
+            pass
+    return killed
+
+
 def read_pidfile(data_dir: str) -> PidFile | None:
     """The parsed postmaster.pid, or None if absent or unreadable (e.g. half-written)."""
     try:
@@ -234,8 +258,10 @@ class Postmaster:
     def kill(self) -> None:
         """SIGKILL the postmaster AND its children: the last resort, and a fence. Backends
         notice a dead postmaster only when they run, so a frozen (SIGSTOPped) backend left
-        behind could wake later and finish a commit: nothing of the server may survive."""
+        behind could wake later and finish a commit: nothing of the server may survive.
+        With the postmaster already dead, its orphaned processes are killed instead."""
         if self.pid is None or self.poll() is not None:
+            kill_orphans(self.data_dir)
             return
         try:
             children = psutil.Process(self.pid).children(recursive=True)

@@ -30,6 +30,7 @@ from pgwarden.workers.api_status import dcs_view
 from pgwarden.workers.api_server import ApiError, json_response, text_response
 
 if TYPE_CHECKING:
+    from pgwarden.core.shm import SharedState
     from pgwarden.dcs.base import DCS
     from pgwarden.workers.api_server import ApiApp, Request, Response
 
@@ -52,7 +53,10 @@ class RequestChannel:
         self.base: dict[str, Any] = {}
         self.ids = itertools.count(1)
         self.prefix = f"{os.getpid()}-{int(time.time() * 1000)}"
-        self.failsafe_ping: dict[str, Any] | None = None  # the last POST /failsafe accepted
+        # the last POST /failsafe accepted. A promise made before this api worker was
+        # restarted still binds the node (no race for ttl after it): it is read back from
+        # the section the previous worker published, on the same monotonic clock
+        self.failsafe_ping: dict[str, Any] | None = inherited_failsafe_ping(app.shm)
 
     def publish(self, base: dict[str, Any] | None = None) -> None:
         """Publish the api section: the worker's own fields plus the open requests."""
@@ -80,6 +84,18 @@ class RequestChannel:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(POLL)
+
+
+def inherited_failsafe_ping(shm: "SharedState") -> dict[str, Any] | None:
+    try:
+        previous = shm.read("api")
+    except ValueError:  # a payload cut by a writer killed mid-write (claim healed its seq)
+        return None
+    ping = None if previous.torn else previous.data.get("failsafe_ping")
+    if isinstance(ping, dict) and isinstance(ping.get("name"), str) \
+            and isinstance(ping.get("at"), (int, float)):
+        return ping
+    return None
 
 
 class Actions:

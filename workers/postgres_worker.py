@@ -26,7 +26,7 @@ from pgwarden.postgres.callbacks import CallbackRunner
 from pgwarden.postgres.datadir import clear_data_dir, controldata, data_dir_state, read_sysid
 from pgwarden.postgres.lsn import parse_lsn_or_none
 from pgwarden.postgres.initdb import create_roles, initdb
-from pgwarden.postgres.process import Postmaster
+from pgwarden.postgres.process import Postmaster, kill_orphans
 from pgwarden.postgres.promote import promote
 from pgwarden.postgres.rewind import PRIMARY_STATES, SourceNotReady, cluster_state, rewind
 from pgwarden.postgres.query import ConnParams, Session
@@ -178,6 +178,11 @@ class PostgresWorker:
             self.crashed_as_primary = self.status.get("role") == "primary"
             self.log.error("PostgreSQL exited unexpectedly (code %s): %s", code,
                            self.pm.last_log_line())
+            # its backends outlive it until they next run: a frozen one could still finish
+            # a commit later. Fence them now (the next start would also wait for them).
+            killed = kill_orphans(self.cfg.data_dir)
+            if killed:
+                self.log.warning("killed %d process(es) the dead postmaster left behind", killed)
         self.expect_exit = False
         self.pm.close()
         self.pm = Postmaster(self.cfg.bin_dir, self.cfg.data_dir)

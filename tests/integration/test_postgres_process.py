@@ -74,6 +74,33 @@ def test_a_killed_postmaster_is_noticed_at_once_and_restarts(lab: Lab) -> None:
     assert status.sample(n.params, 2)["role"] == "primary"
 
 
+def test_backends_orphaned_by_a_killed_postmaster_are_fenced(lab: Lab) -> None:
+    """A frozen backend outlives its SIGKILLed postmaster and could finish a commit when it
+    wakes: kill() on a dead postmaster kills what it left behind, and only that."""
+    n = lab.init_primary("n1")
+    other = lab.init_primary("n2")  # another server's processes must be left alone
+    pm = n.postmaster
+    with query.Session(n.params, timeout=2.0) as session:
+        backend = int(session.query("SELECT pg_backend_pid()")[0][0])
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            os.kill(pm.pid, signal.SIGKILL)
+            wait_for("the postmaster gone", lambda: pm.poll() is not None, 5)
+            left = process.orphans(n.data_dir)
+            assert backend in [p.pid for p in left]
+            pm.kill()
+            wait_for("the orphans gone", lambda: not process.orphans(n.data_dir), 10)
+        finally:
+            try:
+                os.kill(backend, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    assert other.postmaster.is_running()
+    assert status.sample(other.params, 2)["role"] == "primary"
+    pm.start()  # nothing of the old server holds the data dir any more
+    assert pm.wait_ready(10), pm.last_log_line()
+
+
 def _pg_ctl_start(n: Any) -> None:
     """Start a postmaster that is NOT our child (as a previous agent would have left it)."""
     cmd = [os.path.join(BIN_DIR, "pg_ctl"), "start", "-w", "-D", n.data_dir, "-l", n.data_dir + ".log"]

@@ -333,3 +333,17 @@ def test_unknown_path_and_method(shm: SharedState) -> None:
 @pytest.mark.parametrize("target", ["//[oops/x", "/patroni\ud800"])
 def test_malformed_target_is_400_not_500(shm: SharedState, target: str) -> None:
     assert app_with(shm).handle("GET", target).code == 400
+
+
+def test_a_failsafe_promise_outlives_a_restart_of_the_api_worker(shm: SharedState) -> None:
+    """The supervisor keeps out of the race for ttl after an accepted POST /failsafe; a
+    restarted api worker must not forget the promise by publishing a fresh section."""
+    shm.publish("supervisor", {"dynamic": {"failsafe_mode": True}})
+    app = app_with(shm)
+    assert_text(app.handle("POST", "/failsafe", b'{"name": "n1"}', {}, "127.0.0.1"), 200,
+                "Accepted")
+    promised = shm.read("api").data["failsafe_ping"]
+    assert promised["name"] == "n1"
+    shm.claim("api")  # the restarted worker takes the section over, then builds its app
+    app_with(shm).actions.channel.publish({"state": "fresh"})
+    assert shm.read("api").data["failsafe_ping"] == promised
