@@ -250,6 +250,7 @@ class Agent:
         dynamic = self.dynamic = self._dynamic(sections["lease"])
         snap = build_snapshot(self.cfg, dynamic, sections, self.memory, dict(self.ledger.states),
                               mono(), mono_ns(), self.shutdown, wall())
+        snap = replace(snap, restart_timeout=self.requests.restart_timeout())
         self._take_requests(sections, snap.cluster, dynamic.pause)
         self.failsafe_active = sections["lease"].data.get("failsafe_active") is True
         d = decide(snap)

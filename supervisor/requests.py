@@ -170,7 +170,9 @@ class LocalRequests:
                                 else f"reinitialize failed: {done.get('error')}")
                 else:
                     self.answer(op.request_id, 200 if done.get("ok") else 503,
-                                "restarted successfully" if done.get("ok") else "restart failed")
+                                "restarted successfully" if done.get("ok") else
+                                "postgres is still starting" if done.get("still_starting")
+                                else "restart failed")
         sched = self.scheduled_restart
         if sched is not None and wall >= float(sched["at"]):
             self.scheduled_restart = None
@@ -180,8 +182,13 @@ class LocalRequests:
                 return
             self.start_restart(None, sched["args"], pg, is_leader, wall)
 
+    def restart_timeout(self) -> float | None:
+        """The `timeout` of the restart now asked of the postgres worker, if it has one."""
+        return next((op.timeout for op in self.pending
+                     if op.kind == "restart" and op.token == self.restart_token), None)
+
     def intent(self) -> dict[str, Any]:
-        return {"restart": {"token": self.restart_token},
+        return {"restart": {"token": self.restart_token, "timeout": self.restart_timeout()},
                 "reinit": {"token": self.reinit_token, "force": self.reinit_force}}
 
     def published(self) -> dict[str, Any]:

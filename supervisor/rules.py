@@ -240,14 +240,14 @@ def act_restart_crashed_primary(s: Snapshot) -> Decision:
     down = s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now
     return _d(s, "restart_primary", "primary",
               f"PostgreSQL is not running on the leader ({s.now - down:.1f} s); starting it "
-              f"in place (primary_start_timeout {s.dynamic.primary_start_timeout} s)",
+              "in place ({1} {0:g} s)".format(*start_limit(s)),
               pg_role="primary", recover=True, lock_want=True, watchdog="armed", vip=True,
               memory=moved(s.memory, "primary", s.now, pg_down_since=down))
 
 
 def act_fence_unresponsive(s: Snapshot) -> Decision:
     return _d(s, "fence_postgres", "primary",
-              "PostgreSQL has not answered within primary_start_timeout but its postmaster "
+              f"PostgreSQL has not answered within {start_limit(s)[1]} but its postmaster "
               "still exists: stopping it (killing it if frozen) before releasing the leader key",
               pg_role="stopped", stop_mode="immediate", lock_want=True, vip=False,
               watchdog="armed")
@@ -255,10 +255,10 @@ def act_fence_unresponsive(s: Snapshot) -> Decision:
 
 def act_primary_start_timeout(s: Snapshot) -> Decision:
     return _d(s, "release_lock_for_failover", "replica",
-              "PostgreSQL did not come back within primary_start_timeout; releasing the "
+              f"PostgreSQL did not come back within {start_limit(s)[1]}; releasing the "
               "leader key for a failover",
               pg_role="stopped", lock_want=False, vip=False,
-              memory=moved(s.memory, "replica", s.now, pg_down_since=None))
+              memory=moved(s.memory, "replica", s.now, pg_down_since=None, start_timeout=None))
 
 
 def act_release_pg_down(s: Snapshot) -> Decision:
@@ -295,7 +295,7 @@ def act_start_stopped_primary(s: Snapshot) -> Decision:
               f"{s.pg.last_lsn}: starting it as the primary",
               pg_role="primary", lock_want=True, watchdog="armed", vip=True,
               ops=_keep_lock_ops(s) + clear_ops(s),
-              memory=moved(s.memory, "primary", s.now, pg_down_since=s.now))
+              memory=moved(s.memory, "primary", s.now, pg_down_since=s.now, start_timeout=None))
 
 
 def act_no_watchdog(s: Snapshot) -> Decision:
@@ -318,7 +318,8 @@ def act_lead(s: Snapshot) -> Decision:
     return _d(s, "lead", "primary", f"no action: I am {s.name}, the leader with the lock",
               pg_role="primary", lock_want=True, vip=True, watchdog="armed",
               ops=_keep_lock_ops(s) + clear_ops(s),
-              memory=moved(s.memory, "primary", s.now, pg_down_since=None, leader_gone_at=None,
+              memory=moved(s.memory, "primary", s.now, pg_down_since=None, start_timeout=None,
+                           leader_gone_at=None,
                            handover=None, handover_since=None))
 
 
@@ -450,9 +451,17 @@ def settled(s: Snapshot) -> bool:
 
 
 def pg_down_too_long(s: Snapshot) -> bool:
-    """primary_start_timeout: 0 means fail over at once, without restarting in place."""
+    """primary_start_timeout: 0 means fail over at once, without restarting in place. A
+    restart asked with `timeout` puts it in its place for that down period (Patroni's)."""
     down = s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now
-    return s.now - down >= s.dynamic.primary_start_timeout
+    return s.now - down >= start_limit(s)[0]
+
+
+def start_limit(s: Snapshot) -> tuple[float, str]:
+    """How long a leader's PostgreSQL may stay down, and the setting that says so."""
+    if s.memory.start_timeout is not None:
+        return s.memory.start_timeout, "the restart's timeout"
+    return s.dynamic.primary_start_timeout, "primary_start_timeout"
 
 
 def bootstrap_failed(s: Snapshot) -> bool:

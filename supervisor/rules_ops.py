@@ -320,7 +320,13 @@ def act_paused_no_dcs(s: Snapshot) -> Decision:
 
 
 def act_lead_restarting(s: Snapshot) -> Decision:
+    # with a `timeout`, the restart's down period counts against it instead of
+    # primary_start_timeout: past it the leader fences and fails over (Patroni's)
+    memory = moved(s.memory, "primary", s.now) if s.restart_timeout is None else moved(
+        s.memory, "primary", s.now, start_timeout=s.restart_timeout,
+        pg_down_since=s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now)
     return _d(s, "lead_restarting", "primary",
-              "restarting PostgreSQL on request; keeping the leader key",
-              pg_role="none", lock_want=True, vip=True,
+              "restarting PostgreSQL on request; keeping the leader key"
+              + (f" (timeout {s.restart_timeout:g} s)" if s.restart_timeout is not None else ""),
+              memory=memory, pg_role="none", lock_want=True, vip=True,
               watchdog="disarmed" if paused(s) else "armed")

@@ -68,6 +68,7 @@ class Memory:
     acquire_token: int = 0
     leader_gone_at: float | None = None  # mono when we first saw the cluster unlocked
     pg_down_since: float | None = None  # mono when a primary's PostgreSQL was first seen down
+    start_timeout: float | None = None  # a restart's `timeout`: primary_start_timeout for now
     bootstrap_failed: bool = False
     handover: str | None = None  # switchover phase on the leader: checkpoint | stop
     handover_since: float | None = None  # mono when the current switchover began
@@ -96,6 +97,7 @@ class Snapshot:
     race_settle: float = 1.0  # seconds to let peers refresh their WAL position before a race
     wall: float = 0.0  # epoch seconds (scheduled switchovers are wall-clock times)
     failsafe_leader: str | None = None  # a primary whose failsafe ping we accepted < ttl ago
+    restart_timeout: float | None = None  # `timeout` of the restart asked through the API
 
 
 @dataclass(frozen=True)

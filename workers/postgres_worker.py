@@ -45,6 +45,10 @@ FAILED_STATE = {"initdb": "initdb failed", "basebackup": "stopped", "start": "st
 START_TIMEOUT = 60.0
 
 
+class StillStarting(PostgresError):
+    """The postmaster runs but did not accept connections in time (recovery may go on)."""
+
+
 class PostgresWorker:
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -67,6 +71,7 @@ class PostgresWorker:
         self.op_name: str | None = None
         self.op_started = 0.0
         self.op_error: str | None = None
+        self.op_still_starting = False  # the operation ended waiting for a slow start
         self.op_finished = threading.Event()
         self.expect_exit = False  # we asked the postmaster to stop
         self.crashed_as_primary = False  # restart only when the supervisor says `recover`
@@ -227,7 +232,9 @@ class PostgresWorker:
             return True
         restart = pg.get("restart") or {}
         if int(restart.get("token") or 0) > int(self.restart_done.get("token") or 0):
-            self.begin("restart", lambda: self._restart(int(restart["token"])),
+            timeout = restart.get("timeout")
+            self.begin("restart", lambda: self._restart(
+                int(restart["token"]), float(timeout) if isinstance(timeout, (int, float)) else None),
                        state="restarting")
             return True
         token = int(pg.get("checkpoint_token") or 0)
@@ -402,6 +409,7 @@ class PostgresWorker:
                 self.op_error = None
             except Exception as e:  # noqa: BLE001 - reported through the section
                 self.op_error = str(e) or type(e).__name__
+                self.op_still_starting = isinstance(e, StillStarting)
             finally:
                 # finished BEFORE the poke: the woken loop must not find the thread "alive"
                 # and sleep its 0.2 s poll (measured in the switchover benchmark)
@@ -410,6 +418,7 @@ class PostgresWorker:
 
         self.op_finished.clear()
         self.op_error = None
+        self.op_still_starting = False
         self.op = threading.Thread(target=body, name=f"pg-{name}", daemon=True)
         self.op.start()
 
@@ -422,13 +431,16 @@ class PostgresWorker:
         self.op, self.op_name = None, None
         if name == "restart" and self.restart_done.get("pending"):
             self.restart_done = {"token": self.restart_done["pending"], "ok": not self.op_error,
+                                 "still_starting": self.op_still_starting,
                                  "error": self.op_error}
         if name == "reinitialize" and self.reinit_done.get("pending"):
             self.reinit_done = {"token": self.reinit_done["pending"], "ok": not self.op_error,
                                 "error": self.op_error}
         if self.op_error:
             self._error(f"{name} failed: {self.op_error}")
-            self.state = FAILED_STATE.get(name or "", self.state)
+            # a start that is only slow goes on: Patroni's "starting", not a failure state
+            self.state = "starting" if self.op_still_starting else \
+                FAILED_STATE.get(name or "", self.state)
         else:
             self.log.info("%s: done in %.2f s", name, took)
             if self.last_error and self.last_error.startswith(f"{name} failed"):
@@ -436,14 +448,15 @@ class PostgresWorker:
         self.sampled_at = 0.0  # sample right away
         self.ctx.wakeups.poke("supervisor")
 
-    def _start(self) -> None:
+    def _start(self, timeout: float | None = None) -> None:
         self.expect_exit = False
         self.crashed_as_primary = False
         self.control_state = None
         self.last_lsn = None
         self.pm.start()
-        if not self.pm.wait_ready(START_TIMEOUT):
-            raise PostgresError(f"PostgreSQL did not accept connections within {START_TIMEOUT:g} s")
+        limit = START_TIMEOUT if timeout is None else timeout
+        if not self.pm.wait_ready(limit):
+            raise StillStarting(f"PostgreSQL did not accept connections within {limit:g} s")
         self.state = "running"
 
     def _start_then(self, role: str) -> None:
@@ -492,9 +505,11 @@ class PostgresWorker:
         self.expect_exit = False
         self.session.close()
 
-    def _restart(self, token: int) -> None:
+    def _restart(self, token: int, timeout: float | None = None) -> None:
         """A restart asked through the API: same role, same files, new postmaster (applies
-        settings that need a restart). The supervisor keeps the lock meanwhile."""
+        settings that need a restart). The supervisor keeps the lock meanwhile. `timeout`
+        (the request's) bounds the wait for connections: past it the supervisor's
+        primary_start_timeout rules take over, with `timeout` in its place (Patroni's)."""
         self.restart_done = dict(self.restart_done, pending=token)
         was_primary = self.status.get("role") == "primary"
         if self.running():
@@ -506,7 +521,7 @@ class PostgresWorker:
             self.state = "stopped"
             raise PostgresError("restart aborted after the stop: the leader key is no longer "
                                 "confirmed, PostgreSQL stays stopped")
-        self._start()
+        self._start(timeout)
         self.log.info("restarted PostgreSQL%s on request", " (primary)" if was_primary else "")
         self.callbacks.fire("on_restart", "primary" if was_primary else "replica")
 

@@ -209,3 +209,24 @@ def test_a_switchover_whose_candidate_is_gone_gives_the_cluster_back_its_old_pri
                  "the candidate replicating")
     print(f"\nswitchover to a frozen candidate: {text!r}; the old primary led again after "
           f"{took:.1f} s")
+
+
+def test_a_restart_that_outlives_its_timeout_fails_over(make_cluster) -> None:
+    """POST /restart with `timeout` on the leader whose PostgreSQL can no longer start (a
+    library that does not exist, set with ALTER SYSTEM): the restart answers 503, the leader
+    retries in place only until the timeout (not primary_start_timeout's 300 s) and then
+    releases the key; a replica takes over."""
+    c = make_cluster()
+    names = tuple(c.nodes)
+    old = _healthy(c, names)
+    assert old
+    c.sql(old, "ALTER SYSTEM SET shared_preload_libraries = 'pgwarden_no_such_library'")
+    t0 = time.monotonic()
+    code, text = c.nodes[old].request("POST", "/restart", {"timeout": 5}, timeout=60)
+    assert (code, text) == (503, "restart failed"), (code, text)
+    new = c.wait_until(lambda: (p := c.primary()) not in (None, old) and p, 60,
+                       "a replica promoted after the restart's timeout")
+    took = time.monotonic() - t0
+    log = c.nodes[old].log_text()
+    assert "(timeout 5 s)" in log and "did not come back within the restart's timeout" in log
+    print(f"\nrestart with timeout 5 s that cannot start: {new} leads after {took:.1f} s")

@@ -541,3 +541,35 @@ def test_the_position_of_a_stopped_server(data: dict[str, Any], stopped: bool,
                                           position: int | None) -> None:
     view = pg_view(SectionView("postgres", 1, 1, 1, data), 1, 10.0)
     assert (view.stopped_as_primary, view.wal_position) == (stopped, position)
+
+
+def test_a_restart_with_a_timeout_fails_over_once_it_is_exceeded() -> None:
+    """Patroni's POST /restart `timeout`: it replaces primary_start_timeout for that restart.
+    While the restart runs the key is kept and the clock started; once the worker gave up
+    (the server still starting) past the timeout, the leader fences it, then releases."""
+    restarting = replace(STOPPED, operation="restart", process_alive=True)
+    d = decide(snap("n1", pg=restarting, lease=HOLDING, state="primary", restart_timeout=5.0))
+    assert (d.action, d.memory.start_timeout, d.memory.pg_down_since) == \
+        ("lead_restarting", 5.0, NOW)
+    late = replace(d.memory, pg_down_since=NOW - 6)
+    starting = replace(STOPPED, process_alive=True, state="starting")
+    d = decide(snap("n1", pg=starting, lease=HOLDING, memory=late))
+    assert (d.action, d.pg_role, d.stop_mode, d.lock_want) == \
+        ("fence_postgres", "stopped", "immediate", True), d.reason
+    assert "the restart's timeout" in d.reason
+    d = decide(snap("n1", pg=replace(STOPPED, wal_position=None), lease=HOLDING, memory=late))
+    assert (d.action, d.lock_want, d.memory.start_timeout) == \
+        ("release_lock_for_failover", False, None)
+    # within the timeout a failed start is retried in place
+    early = replace(late, pg_down_since=NOW - 2)
+    d = decide(snap("n1", pg=replace(STOPPED, wal_position=None), lease=HOLDING, memory=early))
+    assert (d.action, d.recover) == ("restart_primary", True)
+    # without a timeout the restart keeps primary_start_timeout (300 s by default)
+    d = decide(snap("n1", pg=restarting, lease=HOLDING, state="primary"))
+    assert (d.memory.start_timeout, d.memory.pg_down_since) == (None, None)
+
+
+def test_leading_again_forgets_a_restarts_timeout() -> None:
+    m = Memory(state="primary", since=NOW - 5, pg_down_since=NOW - 2, start_timeout=5.0)
+    d = decide(snap("n1", pg=PRIMARY, lease=HOLDING, memory=m))
+    assert (d.action, d.memory.start_timeout, d.memory.pg_down_since) == ("lead", None, None)

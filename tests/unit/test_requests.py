@@ -50,9 +50,23 @@ def test_restart_refusals(args: dict[str, Any], pg: dict[str, Any], leader: bool
 def test_restart_accepted_then_answered_from_the_workers_report() -> None:
     r = LocalRequests()
     assert ask(r, "restart", {"role": "primary", "postgres_version": "16.1"}) is None
-    assert r.intent()["restart"] == {"token": 1}
+    assert r.intent()["restart"] == {"token": 1, "timeout": None}
     r.tick(dict(PG, restart_done={"token": 1, "ok": True}), True, WALL)
     assert r.done["r1"] == {"code": 200, "text": "restarted successfully"}
+
+
+def test_a_restart_timeout_reaches_the_worker_and_a_slow_start_is_reported_as_such() -> None:
+    """Patroni's texts: a start that outlived the timeout is "still starting", not failed."""
+    r = LocalRequests()
+    assert ask(r, "restart", {"timeout": 5.0}) is None
+    assert r.intent()["restart"] == {"token": 1, "timeout": 5.0}
+    assert r.restart_timeout() == 5.0
+    r.tick(dict(PG, restart_done={"token": 1, "ok": False, "still_starting": True}), True, WALL)
+    assert r.done["r1"] == {"code": 503, "text": "postgres is still starting"}
+    assert r.restart_timeout() is None  # answered: nothing asked any more
+    assert ask(r, "restart", {}, rid="r2") is None
+    r.tick(dict(PG, restart_done={"token": 2, "ok": False}), True, WALL)
+    assert r.done["r2"] == {"code": 503, "text": "restart failed"}
 
 
 def test_schedule_conflict_cancel_and_skip_when_restarted_meanwhile() -> None:
