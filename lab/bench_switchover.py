@@ -17,7 +17,6 @@ and, from the two agents' logs (ms timestamps), when each step of the handover w
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict
 from typing import Any, Callable
@@ -147,12 +146,6 @@ def switchover_run(lab: Lab, n: int, client: Client) -> dict[str, Any]:
     logs = {who: lab.log_path(h).read_text(errors="replace").splitlines()
             for who, h in (("old", old), ("new", cand))}
     res["steps"] = steps = handover_steps(logs, wall0)
-    if os.environ.get("PGWARDEN_BENCH_DUMP"):
-        for who in ("old", "new"):
-            for line in logs[who]:
-                t = log_time(line)
-                if t is not None and wall0 - 0.1 <= t <= wall0 + 3:
-                    print(f"  {who} {t - wall0:+.3f} {line[24:180]}")
     if "vip_dropped" in steps and "vip_held" in steps:
         res["vip_away"] = steps["vip_held"] - steps["vip_dropped"]
     return res

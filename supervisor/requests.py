@@ -84,7 +84,7 @@ class LocalRequests:
         op = pg.get("operation")
         if isinstance(op, dict) and op.get("name"):
             return f"{op['name']} already in progress"
-        if any(p.kind in ("restart", "reinit") for p in self.pending):
+        if self.pending:  # restarts and reinits only
             kind = self.pending[0].kind
             return f"{'reinitialize' if kind == 'reinit' else kind} already in progress"
         return None
