@@ -560,12 +560,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(("primary",), "holding the lock, PostgreSQL down",
                lambda s: i_hold_lock(s) and not s.pg.running,
                "restart_primary", "primary", act_restart_crashed_primary),
-    Transition(ALIVE, "holding the lock, a former primary stopped cleanly, watchdog not "
+    # only after winning an election ("candidate"): the old primary of a switchover still
+    # holds the key for a moment after deciding to release it (found by the switchover test)
+    Transition(("candidate",), "holding the lock, a former primary stopped cleanly, watchdog not "
                "armed yet",
                lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
                and not s.watchdog_required_failed and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog_stopped),
-    Transition(ALIVE, "holding the lock, a former primary stopped cleanly",
+    Transition(("candidate",), "holding the lock, a former primary stopped cleanly",
                lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
                and not s.watchdog_required_failed,
                "start_primary", "primary", act_start_stopped_primary),

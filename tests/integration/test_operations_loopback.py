@@ -88,7 +88,8 @@ def cluster() -> Iterator[LoopbackCluster]:
         yield c
     finally:
         c.close()
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("KEEPDBG"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 class Writer:

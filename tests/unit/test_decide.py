@@ -573,3 +573,14 @@ def test_leading_again_forgets_a_restarts_timeout() -> None:
     m = Memory(state="primary", since=NOW - 5, pg_down_since=NOW - 2, start_timeout=5.0)
     d = decide(snap("n1", pg=PRIMARY, lease=HOLDING, memory=m))
     assert (d.action, d.memory.start_timeout, d.memory.pg_down_since) == ("lead", None, None)
+
+
+@pytest.mark.parametrize("state", ["replica", "handing_over", "primary", "init"])
+def test_a_cleanly_stopped_primary_starts_only_after_winning_an_election(state: str) -> None:
+    """Found by the switchover test: right after a handover released the key the lease
+    worker still reported it held, and the old primary started again as a primary while
+    the candidate promoted (acknowledged writes lost)."""
+    d = decide(snap("n1", cl=cluster(leader="n1"), pg=CLEANLY_STOPPED_PRIMARY, lease=HOLDING,
+                    state=state))
+    assert d.pg_role != "primary" or d.action == "restart_primary", (d.action, d.reason)
+    assert d.action != "start_primary"
