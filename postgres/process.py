@@ -52,11 +52,24 @@ class PidFile:
 def orphans(data_dir: str) -> list[psutil.Process]:
     """Processes of a PostgreSQL server on `data_dir` whose postmaster is gone: backends
     and auxiliary processes keep its working directory (the data dir) and the name
-    `postgres`. Call only when no postmaster runs there: a live one matches as well."""
-    real = os.path.realpath(data_dir)  # the kernel reports cwd with symlinks resolved
+    `postgres`. Nothing while a live postmaster owns the data dir (its children match too).
+    The directory is compared by device and inode: a server in another mount namespace
+    (a container) may show the same path for a different directory."""
+    if find_postmaster(data_dir) is not None:
+        return []
+    try:
+        want = os.stat(data_dir)
+    except OSError:
+        return []
     found = []
-    for p in psutil.process_iter(["name", "cwd"]):
-        if p.info["name"] == "postgres" and p.info["cwd"] == real:
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] != "postgres":
+            continue
+        try:
+            st = os.stat(f"/proc/{p.pid}/cwd")
+        except OSError:
+            continue  # gone, or not ours to look at
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
             found.append(p)
     return found
 

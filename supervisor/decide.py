@@ -20,7 +20,24 @@ def decide(s: Snapshot) -> Decision:
     if s.memory.state == "stopped":
         return Decision(action="stay_stopped", reason="stopped", memory=s.memory,
                         pg_role="none", exit_code=0 if s.shutdown else None)
-    return vip_hand_off(s, vip_first(s, matching_transition(s).act(s)))
+    return bookkeeping(s, vip_hand_off(s, vip_first(s, matching_transition(s).act(s))))
+
+
+def bookkeeping(s: Snapshot, d: Decision) -> Decision:
+    """Memory every row shares: whether the key was given up (see Memory.lock_given_up),
+    and a primary's down-period clock, which means nothing outside the primary state."""
+    m = d.memory
+    given_up = s.memory.lock_given_up and s.lease.holds_leader
+    if s.lease.holds_leader and not d.lock_want:
+        given_up = True
+    if m.acquire_token > s.memory.acquire_token:
+        given_up = False
+    changes: dict[str, object] = {}
+    if given_up != m.lock_given_up:
+        changes["lock_given_up"] = given_up
+    if m.state != "primary" and (m.pg_down_since is not None or m.start_timeout is not None):
+        changes.update(pg_down_since=None, start_timeout=None)
+    return replace(d, memory=replace(m, **changes)) if changes else d  # type: ignore[arg-type]
 
 
 def vip_first(s: Snapshot, d: Decision) -> Decision:

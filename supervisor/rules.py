@@ -80,6 +80,12 @@ def i_hold_lock(s: Snapshot) -> bool:
     return s.cluster is None or s.cluster.leader in (None, s.name)
 
 
+def lock_usable(s: Snapshot) -> bool:
+    """I hold the lock and may make PostgreSQL a primary with it: not after a decision
+    gave it up (Memory.lock_given_up) until a new acquire was asked."""
+    return i_hold_lock(s) and not s.memory.lock_given_up
+
+
 def other_leader(s: Snapshot) -> str | None:
     if s.cluster is None or s.cluster.leader in (None, s.name):
         return None
@@ -536,7 +542,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     # without this row a paused leader whose postmaster died with its children still
     # exiting (or that runs as a replica) fell through to the crash restart or promotion
     Transition(ALIVE, "paused, holding the lock, PostgreSQL not a running primary",
-               lambda s: paused(s) and s.lease.holds_leader and not pg_is_primary(s),
+               lambda s: paused(s) and s.lease.holds_leader and not pg_is_primary(s)
+               and s.memory.state != "candidate",  # a paused switchover's candidate promotes
                "hold_lock_paused", "(unchanged)", act_paused_hold),
     Transition(ALIVE, "paused, running as primary, no leader",
                lambda s: paused(s) and pg_is_primary(s) and not s.lease.holds_leader
@@ -564,12 +571,13 @@ TRANSITIONS: tuple[Transition, ...] = (
     # holds the key for a moment after deciding to release it (found by the switchover test)
     Transition(("candidate",), "holding the lock, a former primary stopped cleanly, watchdog not "
                "armed yet",
-               lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
-               and not s.watchdog_required_failed and not s.watchdog_ready,
+               lambda s: lock_usable(s) and s.pg.stopped_as_primary and s.pg.fresh
+               and s.pg.operation is None and not s.watchdog_required_failed
+               and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog_stopped),
     Transition(("candidate",), "holding the lock, a former primary stopped cleanly",
-               lambda s: i_hold_lock(s) and s.pg.stopped_as_primary and s.pg.operation is None
-               and not s.watchdog_required_failed,
+               lambda s: lock_usable(s) and s.pg.stopped_as_primary and s.pg.fresh
+               and s.pg.operation is None and not s.watchdog_required_failed,
                "start_primary", "primary", act_start_stopped_primary),
     Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None
@@ -584,12 +592,13 @@ TRANSITIONS: tuple[Transition, ...] = (
                and s.now - s.pg.promote_refused_at < s.dynamic.ttl,
                "release_lock_pre_promote", "replica", act_release_pre_promote),
     Transition(ALIVE, "holding the lock, replica, watchdog not armed yet",
-               lambda s: i_hold_lock(s) and not pg_is_primary(s) and not s.watchdog_ready,
+               lambda s: lock_usable(s) and not pg_is_primary(s) and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog),
     Transition(ALIVE, "holding the lock, not yet primary",
-               lambda s: i_hold_lock(s) and not pg_is_primary(s),
+               lambda s: lock_usable(s) and not pg_is_primary(s),
                "promote", "primary", act_promote),
-    Transition(ALIVE, "holding the lock as primary", i_hold_lock,
+    Transition(ALIVE, "holding the lock as primary",
+               lambda s: i_hold_lock(s) and (pg_is_primary(s) or not s.memory.lock_given_up),
                "lead", "primary", act_lead),
     # my previous incarnation's key (agent restarted, lease worker started afresh)
     Transition(("init",), "the leader key names me but is not confirmed, PostgreSQL a running "

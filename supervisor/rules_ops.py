@@ -269,7 +269,8 @@ def act_paused_lead(s: Snapshot) -> Decision:
     return _d(s, "lead_paused", "primary",
               f"paused: I am {s.name}, the leader with the lock; no automatic action",
               pg_role="none", lock_want=True, vip=True, watchdog="disarmed",
-              ops=clear_ops(s))
+              ops=clear_ops(s),
+              memory=moved(s.memory, "primary", s.now, pg_down_since=None, start_timeout=None))
 
 
 def act_paused_release(s: Snapshot) -> Decision:
@@ -322,7 +323,8 @@ def act_paused_no_dcs(s: Snapshot) -> Decision:
 def act_lead_restarting(s: Snapshot) -> Decision:
     # with a `timeout`, the restart's down period counts against it instead of
     # primary_start_timeout: past it the leader fences and fails over (Patroni's)
-    memory = moved(s.memory, "primary", s.now) if s.restart_timeout is None else moved(
+    memory = moved(s.memory, "primary", s.now, start_timeout=None) \
+        if s.restart_timeout is None else moved(
         s.memory, "primary", s.now, start_timeout=s.restart_timeout,
         pg_down_since=s.memory.pg_down_since if s.memory.pg_down_since is not None else s.now)
     return _d(s, "lead_restarting", "primary",

@@ -69,6 +69,10 @@ class Memory:
     leader_gone_at: float | None = None  # mono when we first saw the cluster unlocked
     pg_down_since: float | None = None  # mono when a primary's PostgreSQL was first seen down
     start_timeout: float | None = None  # a restart's `timeout`: primary_start_timeout for now
+    # a decision asked to release the key while the lease worker held it: until the release
+    # is seen or a new acquire is asked, the key must not be used to promote or start a
+    # primary (the lease worker may act on that older intent after a renewal we observed)
+    lock_given_up: bool = False
     bootstrap_failed: bool = False
     handover: str | None = None  # switchover phase on the leader: checkpoint | stop
     handover_since: float | None = None  # mono when the current switchover began

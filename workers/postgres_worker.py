@@ -284,6 +284,11 @@ class PostgresWorker:
         if not self.running():
             if self.crashed_as_primary and not pg.get("recover"):
                 return  # a crashed primary restarts in place only on the supervisor's word
+            if not self._lease_confirms_lock():
+                # rule 4, as for a promotion: a primary starts only under a confirmed key
+                self._error("not starting as the primary: the lease worker does not confirm "
+                            "the leader key")
+                return
             self._configure(standby=False, upstream=None)
             self.begin("start", lambda: self._start_then("primary"), state="starting")
             return
@@ -596,6 +601,9 @@ class PostgresWorker:
         self.role_changed = True
 
     def _rejoin(self, upstream: conffiles.Upstream, leader: str | None) -> None:
+        # pg_rewind may change the data dir: it is no longer what the clean primary
+        # shutdown left, so it may not run for leader on that position any more
+        self.last_lsn_primary = False
         dyn = self.ctx.supervisor().get("dynamic") or {}
         if dyn.get("use_pg_rewind"):
             try:

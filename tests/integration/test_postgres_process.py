@@ -82,6 +82,7 @@ def test_backends_orphaned_by_a_killed_postmaster_are_fenced(lab: Lab) -> None:
     pm = n.postmaster
     with query.Session(n.params, timeout=2.0) as session:
         backend = int(session.query("SELECT pg_backend_pid()")[0][0])
+        assert process.orphans(n.data_dir) == []  # a live postmaster's children are not
         os.kill(backend, signal.SIGSTOP)
         try:
             os.kill(pm.pid, signal.SIGKILL)

@@ -584,3 +584,48 @@ def test_a_cleanly_stopped_primary_starts_only_after_winning_an_election(state: 
                     state=state))
     assert d.pg_role != "primary" or d.action == "restart_primary", (d.action, d.reason)
     assert d.action != "start_primary"
+
+
+def test_a_key_given_up_is_not_used_to_make_a_primary_until_asked_for_again() -> None:
+    """From the safety review: a candidate past its margin decides to stay a replica (key
+    given up); the lease worker's renewal, already under way, still succeeds. The next
+    decision must not promote or start a primary with that key (the lease worker may
+    still act on the release), only ask for it again."""
+    peers = cluster(leader="n2", members=[member("n2"), member("n3", xlog=300)])
+    past_margin = replace(HOLDING, lease_deadline=NOW + 1)
+    d = decide(snap("n2", cl=peers, lease=past_margin, state="candidate"))
+    assert not d.lock_want and d.memory.lock_given_up, d.action
+    mine = cluster(leader="n2", members=[member("n2"), member("n3", xlog=50)])
+    renewed = snap("n2", cl=mine, lease=HOLDING, memory=d.memory)
+    d2 = decide(renewed)
+    assert d2.action not in ("promote", "arm_watchdog", "lead"), d2.action
+    assert d2.pg_role != "primary"
+    stopped = replace(renewed, pg=CLEANLY_STOPPED_PRIMARY, name="n2")
+    assert decide(stopped).action not in ("start_primary", "arm_watchdog")
+    # asking for the key again (a new acquire token) makes it usable once more
+    asked = decide(replace(renewed, memory=replace(d.memory, leader_gone_at=NOW - 2)))
+    assert asked.memory.acquire_token == d.memory.acquire_token + 1
+    assert not asked.memory.lock_given_up
+    assert decide(replace(renewed, memory=asked.memory)).action in ("arm_watchdog", "promote")
+
+
+def test_the_given_up_mark_ends_when_the_key_is_gone() -> None:
+    m = Memory(state="replica", since=NOW - 5, lock_given_up=True)
+    d = decide(snap("n2", lease=NOT_HOLDING, memory=m))
+    assert not d.memory.lock_given_up
+
+
+def test_a_paused_switchover_candidate_still_promotes() -> None:
+    d = decide(snap("n2", cl=cluster(leader="n2"), pg=REPLICA, lease=HOLDING, state="candidate",
+                    dynamic=PAUSED))
+    assert d.action in ("arm_watchdog", "promote"), d.action
+
+
+def test_a_primary_down_clock_does_not_outlive_the_primary_state() -> None:
+    m = Memory(state="primary", since=NOW - 5, pg_down_since=NOW - 2, start_timeout=5.0)
+    d = decide(snap("n1", cl=cluster(leader="n2"), pg=STOPPED, memory=m))
+    assert d.memory.state != "primary"
+    assert (d.memory.pg_down_since, d.memory.start_timeout) == (None, None)
+    d = decide(snap("n1", pg=PRIMARY, lease=HOLDING, memory=m, dynamic=PAUSED))
+    assert (d.action, d.memory.pg_down_since, d.memory.start_timeout) == \
+        ("lead_paused", None, None)
