@@ -606,6 +606,14 @@ TRANSITIONS: tuple[Transition, ...] = (
                lambda s: s.cluster is not None and s.cluster.leader == s.name
                and not s.lease.holds_leader and pg_is_primary(s),
                "reclaim_leader_key", "candidate", act_reclaim_own_key),
+    # ... and until the lease worker answers: before this row the next cycle, a few ms later,
+    # fell through to the election, which could demote the adopted primary (lab test)
+    Transition(("candidate",), "taking my own leader key back, the lease worker has not "
+               "answered yet",
+               lambda s: s.cluster is not None and s.cluster.leader == s.name
+               and not s.lease.holds_leader and pg_is_primary(s)
+               and s.memory.acquire_token > s.lease.acquire_token_done,
+               "reclaim_leader_key", "candidate", act_reclaim_own_key),
     # I am primary without the lock: someone else has it, or mine is gone
     Transition(ALIVE, "primary while another member holds the lock",
                lambda s: maybe_primary(s) and other_leader(s) is not None,
