@@ -19,8 +19,12 @@ def pg_is_primary(s: Snapshot) -> bool:
 
 
 def no_leader(s: Snapshot) -> bool:
-    """A current view that shows no leader key (None view: unknown, not "no leader")."""
-    return s.cluster is not None and s.cluster.leader is None
+    """A current view that shows no leader key, or shows mine while I do not hold it: a
+    view a moment older than my own release (the watch cache lags the read), or a previous
+    incarnation's key (the reclaim rows come first). None view: unknown, not "no leader"."""
+    if s.cluster is None:
+        return False
+    return s.cluster.leader is None or (s.cluster.leader == s.name and not s.lease.holds_leader)
 
 
 def gone_at(s: Snapshot) -> float:

@@ -635,3 +635,18 @@ def test_a_primary_down_clock_does_not_outlive_the_primary_state() -> None:
     d = decide(snap("n1", pg=PRIMARY, lease=HOLDING, memory=m, dynamic=PAUSED))
     assert (d.action, d.memory.pg_down_since, d.memory.start_timeout) == \
         ("lead_paused", None, None)
+
+
+def test_the_old_primary_does_not_race_on_a_view_older_than_its_own_release() -> None:
+    """From the safety review: right after a switchover's release the watch cache may still
+    show my key. Taken as "someone leads", the old primary fell through to the election
+    and, eligible with its shutdown position, could take the key back from the candidate."""
+    stale = with_failover(cluster(leader="n1", members=[member("n1", "replica", "stopped"),
+                                                        member("n2"), member("n3")],
+                                  optime=250), leader="n1", member="n2")
+    m = Memory(state="replica", since=NOW - 0.1, leader_gone_at=NOW - 0.1)
+    d = decide(snap("n1", cl=stale, pg=CLEANLY_STOPPED_PRIMARY, lease=NOT_HOLDING, memory=m))
+    assert (d.action, d.lock_want) == ("wait_for_switchover", False), d.reason
+    later = replace(m, leader_gone_at=NOW - 2)  # race settled: still the candidate's turn
+    d = decide(snap("n1", cl=stale, pg=CLEANLY_STOPPED_PRIMARY, lease=NOT_HOLDING, memory=later))
+    assert (d.action, d.lock_want) == ("wait_for_switchover", False), d.reason
