@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Sequence
+from typing import IO, Any, Callable, Self, Sequence
+
+import psutil
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SUPERUSER_PASSWORD = "warden-super"
@@ -106,6 +109,61 @@ def alive(pid: int | None) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+class BackgroundPoll:
+    """Calls `poll()` at once and then every `interval` seconds in a daemon thread, while
+    used as a context manager; the subclass keeps what it saw. A poll that raises ends the
+    thread, and the error is raised again on exit (not a silent "never changed")."""
+
+    interval = 0.1
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self.poll()
+                if self._stop.wait(self.interval):
+                    return
+        except Exception as e:  # noqa: BLE001 - handed to the owner at exit
+            self._error = e
+
+
+def process_identity(pid: int) -> dict[str, Any] | None:
+    """{pid, create_time} of a live process: names it even after its pid is reused."""
+    try:
+        return {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    except psutil.NoSuchProcess:
+        return None
+
+
+def same_process(rec: dict[str, Any]) -> bool:
+    """The process `process_identity` recorded still runs (its pid was not reused)."""
+    pid = rec.get("pid")
+    if not isinstance(pid, int) or not alive(pid):
+        return False
+    try:
+        ctime = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    return rec.get("create_time") is None or abs(ctime - rec["create_time"]) <= 0.01
 
 
 def parse_json(raw: bytes | str) -> Any:

@@ -2,7 +2,6 @@
 watchdog emulators and the agents."""
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -151,9 +150,8 @@ class LabBuild(LabObserve):
         h = self._db(host)
         d = Path(h["dir"])
         dev = d / "watchdog"
-        with contextlib.suppress(FileNotFoundError):
-            if not dev.is_fifo():
-                dev.unlink()
+        # a FIFO left by an earlier emulator would end the wait below before this one runs
+        dev.unlink(missing_ok=True)
         cmd = ["ip", "netns", "exec", h["ns"], self.python, "-m", EMULATOR_MODULE,
                "--device", str(dev), *(["--netns", h["ns"]] if reset else []),
                "--timeout", str(self.state["options"]["watchdog_timeout"]),

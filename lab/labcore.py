@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import psutil
 
 from pgwarden.lab import netns
-from pgwarden.lab.common import alive
+from pgwarden.lab.common import alive, process_identity, same_process
 from pgwarden.lab.labstate import (
     AGENT_WORKERS,
     LOCK_FILE,
@@ -34,6 +36,9 @@ from pgwarden.lab.labstate import (
 )
 from pgwarden.lab.probe_client import Probe
 
+if TYPE_CHECKING:
+    from pgwarden.core.shm import SectionView
+
 L = TypeVar("L", bound="LabCore")
 
 
@@ -48,7 +53,8 @@ class LabCore:
                  scope: str = "lab", ttl: int = 10, loop_wait: int = 2, retry_timeout: int = 3,
                  primary_start_timeout: int | None = None, watchdog: str = "automatic",
                  safety_margin: int = 5, watchdog_timeout: int | None = None, sync: bool = False,
-                 python: str | None = None, log: Callable[[str], None] | None = None) -> None:
+                 python: str | None = None, log: Callable[[str], None] | None = None,
+                 owned: bool = False) -> None:
         prefix = prefix or random_prefix()
         check_options(prefix, hosts, watchdog)
         self.prefix = prefix
@@ -62,6 +68,10 @@ class LabCore:
                    "sync": sync}
         self.state: dict[str, Any] = new_state(prefix, hosts, self.lab_dir, scope=scope,
                                                options=options, python=self.python)
+        if owned:
+            # lives only as long as this process (a test session): once it is gone, a later
+            # sweep (lab/labsweep.py) removes what it left, even after a SIGKILL
+            self.state["owner"] = process_identity(os.getpid())
         self.net = str(self.state["subnet"]).rsplit(".", 1)[0]
         self._children: list[subprocess.Popen[bytes]] = []
         self._exited: dict[int, int] = {}  # pid -> exit status of children reaped already
@@ -175,27 +185,16 @@ class LabCore:
     # -- processes -----------------------------------------------------------------------
 
     def _record(self, host: str, what: str, pid: int) -> None:
-        try:
-            ctime = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            ctime = None
-        self.state["procs"].setdefault(host, {})[what] = {"pid": pid, "create_time": ctime}
+        self.state["procs"].setdefault(host, {})[what] = \
+            process_identity(pid) or {"pid": pid, "create_time": None}
 
     def pid_of(self, host: str, what: str) -> int | None:
         """The live pid recorded for `what` (agent, emulator, etcd, writer) of `host`."""
         rec = self.state["procs"].get(host, {}).get(what)
-        if not rec:
+        if not rec or not same_process(rec):  # gone, or the pid was reused
             return None
         pid = int(rec["pid"])
-        if not alive(pid) or not netns.in_ns(pid, self.ns(host)):
-            return None
-        try:
-            ctime = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            return None
-        if rec.get("create_time") is not None and abs(ctime - rec["create_time"]) > 0.01:
-            return None  # the pid was reused
-        return pid
+        return pid if netns.in_ns(pid, self.ns(host)) else None
 
     def agent_pid(self, host: str) -> int | None:
         return self.pid_of(host, "agent")
@@ -243,26 +242,33 @@ class LabCore:
             return [p for p in self._tree(self.agent_pid(host)) if p not in set(pg)]
         raise LabError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
 
+    def agent_section(self, host: str, section: str) -> SectionView | None:
+        """One section of the host's agent's shared state as last published (None when
+        there is no block or the section is torn). The block stays in /dev/shm after the
+        agent was frozen or killed, until an agent starts again."""
+        from pgwarden.core.shm import SharedState, shm_path  # noqa: PLC0415
+
+        try:
+            shm = SharedState.attach(shm_path(self.scope, host))
+        except OSError:
+            return None
+        try:
+            view = shm.read(section)
+        finally:
+            shm.close(unlink=False)
+        return None if view.torn else view
+
     def worker_pids(self, host: str) -> dict[str, int]:
         """{worker: pid} of the host's live agent, as its supervisor last published them in
         its shared state (/dev/shm is shared by every namespace, and reading it needs nothing
         from the agent, so this works while the agent is frozen). Only pids that are still
         children of the agent's supervisor count: a worker killed a moment ago and not yet
         replaced is left out."""
-        from pgwarden.core.shm import SharedState, shm_path  # noqa: PLC0415
-
         agent = self.agent_pid(host)
         if agent is None:
             return {}
-        try:
-            shm = SharedState.attach(shm_path(self.scope, host))
-        except OSError:
-            return {}
-        try:
-            view = shm.read("supervisor")
-            workers = view.data.get("workers") if not view.torn else None
-        finally:
-            shm.close(unlink=False)
+        view = self.agent_section(host, "supervisor")
+        workers = view.data.get("workers") if view is not None else None
         out: dict[str, int] = {}
         for name, w in (workers or {}).items():
             pid = int((w or {}).get("pid") or 0)
@@ -288,6 +294,15 @@ class LabCore:
                 except subprocess.TimeoutExpired:
                     return None
         return None
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        """Wait (reaping our children) until `pid` has exited; False on timeout."""
+        end = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < end:
+            self._reap()
+            time.sleep(0.02)
+        self._reap()
+        return not alive(pid)
 
     def _reap(self) -> None:
         for p in self._children:

@@ -14,10 +14,8 @@ start_agent: the agent again on a live host, optionally with a watchdog that doe
 from __future__ import annotations
 
 import signal
-import time
 
 from pgwarden.lab import netns
-from pgwarden.lab.common import alive
 from pgwarden.lab.labbuild import LabBuild
 from pgwarden.lab.labstate import LabError
 
@@ -106,11 +104,7 @@ class LabFaults(LabBuild):
             if pid is None:
                 return None
             netns.signal_pids([pid], signal.SIGKILL, self.ns(host))
-        end = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < end:
-            self._reap()
-            time.sleep(0.02)
-        self._reap()
+        self._wait_gone(pid, 10)
         return pid
 
     def start_agent(self, host: str, *, watchdog_resets: bool | None = None) -> None:
@@ -131,12 +125,5 @@ class LabFaults(LabBuild):
         pid = self.pid_of(host, "emulator")
         if pid is not None:
             netns.signal_pids([pid], signal.SIGTERM, self.ns(host))
-            end = time.monotonic() + 10
-            while alive(pid) and time.monotonic() < end:
-                self._reap()
-                time.sleep(0.02)
-            if alive(pid):
+            if not self._wait_gone(pid, 10):
                 netns.signal_pids([pid], signal.SIGKILL, self.ns(host))
-        fifo = self.host_dir(host) / "watchdog"
-        if fifo.exists():
-            fifo.unlink()  # so the new emulator's FIFO is the one the agent opens

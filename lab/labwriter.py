@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pgwarden.lab import netns
-from pgwarden.lab.common import SUPERUSER_PASSWORD, alive, spawn
+from pgwarden.lab.common import SUPERUSER_PASSWORD, spawn
 from pgwarden.lab.labcore import LabCore
 from pgwarden.lab.labstate import LabError
 
@@ -55,11 +55,7 @@ class LabWriterControl(LabCore):
             w = self.state.get("writer") or {}
             if pid is not None:
                 netns.signal_pids([pid], signal.SIGTERM, self.ns("client"))
-                end = time.monotonic() + timeout
-                while alive(pid) and time.monotonic() < end:
-                    self._reap()
-                    time.sleep(0.05)
-                if alive(pid):
+                if not self._wait_gone(pid, timeout):
                     netns.signal_pids([pid], signal.SIGKILL, self.ns("client"))
             self._reap()
             self.state["procs"].get("client", {}).pop("writer", None)

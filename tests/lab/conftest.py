@@ -8,6 +8,7 @@ import pytest
 
 from pgwarden.lab.common import PG_BIN
 from pgwarden.lab.etcd import ETCD_BIN
+from pgwarden.lab.labsweep import sweep_abandoned
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,3 +33,6 @@ def lab_ready() -> None:
     reason = lab_missing()
     if reason:
         pytest.skip(reason)
+    # what a killed earlier session left (its teardown never ran) would hold addresses,
+    # namespaces and shared memory: remove it before building new labs
+    sweep_abandoned(log=print)

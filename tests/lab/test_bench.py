@@ -24,7 +24,7 @@ TIMING = {"ttl": 3, "loop_wait": 1, "retry_timeout": 1, "safety_margin": 1}
 @pytest.fixture(scope="module")
 def lab(lab_ready: None) -> Iterator[Lab]:
     prefix = "pgwt" + random_prefix()[4:]
-    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", **TIMING)
+    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", owned=True, **TIMING)
     try:
         lab.up(wait=120)
         yield lab

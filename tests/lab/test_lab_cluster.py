@@ -38,7 +38,8 @@ def lab(lab_ready: None) -> Iterator[Lab]:
     prefix = _prefix()
     # A scope of its own: the agents' shared memory is /dev/shm/pgwarden.<scope>.<name>, and
     # another lab (scope `lab`) may run on this machine at the same time.
-    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=2, retry_timeout=3)
+    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=2, retry_timeout=3,
+              owned=True)
     try:
         t0 = time.monotonic()
         lab.up(wait=BOOT_TIMEOUT)

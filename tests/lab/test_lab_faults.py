@@ -32,7 +32,8 @@ LOCAL_SEQ = 10**9  # the in-host writer's sequence numbers, apart from the VIP w
 @pytest.fixture(scope="module")
 def lab(lab_ready: None) -> Iterator[Lab]:
     prefix = "pgwf" + random_prefix()[4:]
-    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=2, retry_timeout=3)
+    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=2, retry_timeout=3,
+              owned=True)
     try:
         lab.up(wait=120)
         yield lab

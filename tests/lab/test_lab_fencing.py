@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import signal
-import threading
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,9 +39,10 @@ from typing import Any
 
 import pytest
 
-from pgwarden.core.shm import SharedState, shm_path
 from pgwarden.lab import netns
 from pgwarden.lab.acked_writer import read_log as read_acked_log
+from pgwarden.lab.benchstats import log_time
+from pgwarden.lab.common import BackgroundPoll
 from pgwarden.lab.netlab import Lab, random_prefix
 from pgwarden.lab.splitbrain import ACKED, Reign, Report
 from pgwarden.lab.splitcheck import check_lab, spawn_acked_writer, stop_process
@@ -56,7 +57,6 @@ INTENSITY = 5  # supervisor/agent.py: more than 5 restarts within 60 s stop the 
 DIRECT_SEQ = 10**8  # host k's direct writer numbers its writes from k * DIRECT_SEQ
 DIRECT_INTERVAL = 0.1  # a replica refuses each write and the writer reconnects: keep it cheap
 BASELINE = {"primary_start_timeout": PRIMARY_START_TIMEOUT, "failsafe_mode": False}
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
 class FrozenPostgresNotFenced(AssertionError):
@@ -85,7 +85,7 @@ class AdoptionFailed(AssertionError):
 @pytest.fixture(scope="module")
 def lab(lab_ready: None) -> Iterator[Lab]:
     prefix = "pgwg" + random_prefix()[4:]
-    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", ttl=TTL, loop_wait=LOOP_WAIT,
+    lab = Lab(prefix, hosts=3, scope=f"lab{prefix}", owned=True, ttl=TTL, loop_wait=LOOP_WAIT,
               retry_timeout=RETRY_TIMEOUT, safety_margin=SAFETY_MARGIN)
     try:
         primary = lab.up(wait=120)
@@ -226,10 +226,13 @@ class Writers:
                 table=self.table, interval=DIRECT_INTERVAL))
 
     def stop(self) -> None:
-        for proc in self.procs:
-            stop_process(proc)
-        self.procs.clear()
-        self.lab.stop_writer()
+        try:
+            for proc in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    stop_process(proc)  # one stuck writer must not keep the others running
+        finally:
+            self.procs.clear()
+            self.lab.stop_writer()
 
     def acks(self, source: str = "vip", host: str | None = None) -> list[Any]:
         return [w for w in read_acked_log(self.logs[source])
@@ -279,32 +282,19 @@ def _reign(report: Report, host: str, before: float | None = None,
 # -- observing: the VIP, the logs, the lease ---------------------------------------------
 
 
-class VipWatch:
+class VipWatch(BackgroundPoll):
     """Which hosts carry the VIP, polled every 0.1 s in a thread: (mono, holders) changes."""
 
     def __init__(self, lab: Lab) -> None:
+        super().__init__("vip-watch")
         self.lab = lab
         self.changes: list[tuple[float, tuple[str, ...]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vip-watch", daemon=True)
 
-    def __enter__(self) -> VipWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        last: tuple[str, ...] | None = None
-        while not self._stop.is_set():
-            t = time.monotonic()
-            holders = tuple(self.lab.vip_holders())
-            if holders != last:
-                self.changes.append((t, holders))
-                last = holders
-            self._stop.wait(0.1)
+    def poll(self) -> None:
+        t = time.monotonic()
+        holders = tuple(self.lab.vip_holders())
+        if not self.changes or holders != self.changes[-1][1]:
+            self.changes.append((t, holders))
 
     def left(self, host: str, after: float) -> float | None:
         """When `host` stopped carrying the VIP (first poll without it after `after`)."""
@@ -324,42 +314,34 @@ class VipWatch:
 
 
 def _mono_of_log_time(line: str) -> float | None:
-    """An agent log line's time (wall clock, ms, local time) on CLOCK_MONOTONIC."""
-    m = LOG_TIME.match(line)
-    if not m:
-        return None
-    wall = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
-    return wall - (time.time() - time.monotonic())
-
-
-def _log_times(lab: Lab, host: str, pattern: str, after: float) -> list[float]:
-    """CLOCK_MONOTONIC times of the host's agent log lines matching `pattern` after `after`
-    (to the millisecond the log has)."""
-    out = []
-    rx = re.compile(pattern)
-    with contextlib.suppress(OSError):
-        for line in lab.log_path(host).read_text(errors="replace").splitlines():
-            t = _mono_of_log_time(line)
-            if t is not None and t >= after - 0.001 and rx.search(line):
-                out.append(t)
-    return out
-
-
-def _first_log(lab: Lab, host: str, pattern: str, after: float) -> float | None:
-    ts = _log_times(lab, host, pattern, after)
-    return ts[0] if ts else None
+    """An agent log line's time (wall clock, to the millisecond) on CLOCK_MONOTONIC."""
+    wall = log_time(line)
+    return None if wall is None else wall - (time.time() - time.monotonic())
 
 
 def _log_lines(lab: Lab, host: str, pattern: str, after: float) -> list[str]:
     """The host's agent log lines matching `pattern` after `after` (the log file is appended
     to by every agent that ran on the host)."""
     out = []
+    rx = re.compile(pattern)
     with contextlib.suppress(OSError):
         for line in lab.log_path(host).read_text(errors="replace").splitlines():
             t = _mono_of_log_time(line)
-            if t is not None and t >= after - 0.001 and re.search(pattern, line):
+            if t is not None and t >= after - 0.001 and rx.search(line):
                 out.append(line)
     return out
+
+
+def _log_times(lab: Lab, host: str, pattern: str, after: float) -> list[float]:
+    """CLOCK_MONOTONIC times of the host's agent log lines matching `pattern` after `after`
+    (to the millisecond the log has)."""
+    return [t for line in _log_lines(lab, host, pattern, after)
+            if (t := _mono_of_log_time(line)) is not None]
+
+
+def _first_log(lab: Lab, host: str, pattern: str, after: float) -> float | None:
+    ts = _log_times(lab, host, pattern, after)
+    return ts[0] if ts else None
 
 
 def _watchdog_events(lab: Lab, host: str, event: str, after: float) -> list[dict[str, Any]]:
@@ -375,58 +357,34 @@ def _watchdog_events(lab: Lab, host: str, event: str, after: float) -> list[dict
 
 def _section_age(lab: Lab, host: str, section: str) -> float:
     """Seconds since that process of the host's agent last beat (inf when unknown)."""
-    try:
-        shm = SharedState.attach(shm_path(lab.scope, host))
-    except OSError:
-        return float("inf")
-    try:
-        view = shm.read(section)
-        return float("inf") if view.torn else view.age()
-    finally:
-        shm.close(unlink=False)
+    view = lab.agent_section(host, section)
+    return float("inf") if view is None else view.age()
 
 
 def _lease(lab: Lab, host: str) -> dict[str, Any]:
     """The host's agent's lease section as last published (also after the agent was frozen or
-    killed: the block stays in /dev/shm until an agent starts again)."""
-    try:
-        shm = SharedState.attach(shm_path(lab.scope, host))
-    except OSError:
-        return {}
-    try:
-        view = shm.read("lease")
-        return {} if view.torn else dict(view.data)
-    finally:
-        shm.close(unlink=False)
+    killed)."""
+    view = lab.agent_section(host, "lease")
+    return {} if view is None else dict(view.data)
 
 
-class LeaseWatch:
+class LeaseWatch(BackgroundPoll):
     """The deadline of the lease a host held at the fault, as its agent last published it
     (renewals go on while e.g. only the supervisor is frozen), polled every 0.1 s from the
     shared state. A lease worker restarted later grants a new lease: that one is not the
     lease the other members had to wait for, so it is ignored."""
 
     def __init__(self, lab: Lab, host: str) -> None:
+        super().__init__("lease-watch")
         self.lab, self.host = lab, host
         first = _lease(lab, host)
         self.lease_id = first.get("lease_id")
         self.deadline = float(first.get("lease_deadline") or 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-watch", daemon=True)
 
-    def __enter__(self) -> LeaseWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            d = _lease(self.lab, self.host)
-            if d.get("lease_id") == self.lease_id:
-                self.deadline = max(self.deadline, float(d.get("lease_deadline") or 0.0))
+    def poll(self) -> None:
+        d = _lease(self.lab, self.host)
+        if d.get("lease_id") == self.lease_id:
+            self.deadline = max(self.deadline, float(d.get("lease_deadline") or 0.0))
 
 
 def _writable_primary(lab: Lab, host: str) -> bool:
