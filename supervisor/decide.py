@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pgwarden.supervisor.rules import TRANSITIONS, Transition
+from pgwarden.supervisor.decision_kit import pg_is_primary
+from pgwarden.supervisor.rules import TRANSITIONS, Transition, maybe_primary
 from pgwarden.supervisor.rules_ops import vip_hand_off
 from pgwarden.supervisor.snapshot import Decision, Snapshot
 
@@ -37,6 +38,13 @@ def bookkeeping(s: Snapshot, d: Decision) -> Decision:
         changes["lock_given_up"] = given_up
     if m.state != "primary" and (m.pg_down_since is not None or m.start_timeout is not None):
         changes.update(pg_down_since=None, start_timeout=None)
+    # the intent is read as it is now, not queued: a worker blocked on a frozen server can
+    # miss a one-cycle "stop", so the fence of an unanswering primary must hold until done
+    fencing = (s.memory.fencing or (maybe_primary(s) and not pg_is_primary(s)
+                                    and m.state not in ("primary", "handing_over"))) \
+        and s.pg.process_alive and not s.pg.running
+    if fencing != m.fencing:
+        changes["fencing"] = fencing
     return replace(d, memory=replace(m, **changes)) if changes else d  # type: ignore[arg-type]
 
 

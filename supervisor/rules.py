@@ -86,6 +86,19 @@ def lock_usable(s: Snapshot) -> bool:
     return i_hold_lock(s) and not s.memory.lock_given_up
 
 
+def may_start_stopped_primary(s: Snapshot) -> bool:
+    """A former primary stopped cleanly, whose key is usable, ready to start."""
+    return lock_usable(s) and s.pg.stopped_as_primary and s.pg.fresh \
+        and s.pg.operation is None and not s.watchdog_required_failed
+
+
+def my_key_unconfirmed(s: Snapshot) -> bool:
+    """The leader key names me, my lease worker does not hold it, PostgreSQL runs as a
+    primary: my previous incarnation's key, to be taken back on the new lease."""
+    return s.cluster is not None and s.cluster.leader == s.name \
+        and not s.lease.holds_leader and pg_is_primary(s)
+
+
 def other_leader(s: Snapshot) -> str | None:
     if s.cluster is None or s.cluster.leader in (None, s.name):
         return None
@@ -97,7 +110,8 @@ def maybe_primary(s: Snapshot) -> bool:
     postmaster lives: it may still commit on open sessions, so every rule that fences a
     primary must fence it too."""
     return pg_is_primary(s) or (not s.pg.running and s.pg.process_alive
-                                and s.memory.state in ("primary", "handing_over"))
+                                and (s.memory.state in ("primary", "handing_over")
+                                     or s.memory.fencing))
 
 
 def _demote_role(s: Snapshot) -> str:
@@ -154,7 +168,7 @@ def _keep_lock_ops(s: Snapshot) -> tuple[tuple[str, dict[str, object]], ...]:
 
 def act_shutdown_stop_pg(s: Snapshot) -> Decision:
     return _d(s, "stop_postgres", "stopping",
-              f"shutting down: stopping PostgreSQL before releasing the leader key",
+              "shutting down: stopping PostgreSQL before releasing the leader key",
               pg_role="stopped", stop_mode="fast", lock_want=s.lease.holds_leader,
               vip=False, watchdog="armed" if s.lease.holds_leader else "disarmed")
 
@@ -264,7 +278,7 @@ def act_primary_start_timeout(s: Snapshot) -> Decision:
               f"PostgreSQL did not come back within {start_limit(s)[1]}; releasing the "
               "leader key for a failover",
               pg_role="stopped", lock_want=False, vip=False,
-              memory=moved(s.memory, "replica", s.now, pg_down_since=None, start_timeout=None))
+              memory=moved(s.memory, "replica", s.now))
 
 
 def act_release_pg_down(s: Snapshot) -> Decision:
@@ -419,7 +433,7 @@ def act_acquire_switchover(s: Snapshot) -> Decision:
 
 def act_acquire(s: Snapshot) -> Decision:
     return _d(s, "acquire_lock", "candidate",
-              f"the cluster has no leader and I am the healthiest member: taking the leader key",
+              "the cluster has no leader and I am the healthiest member: taking the leader key",
               pg_role="primary" if pg_is_primary(s) else "replica", leader=None,
               lock_want=True, **_acquire(s))
 
@@ -571,13 +585,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     # holds the key for a moment after deciding to release it (found by the switchover test)
     Transition(("candidate",), "holding the lock, a former primary stopped cleanly, watchdog not "
                "armed yet",
-               lambda s: lock_usable(s) and s.pg.stopped_as_primary and s.pg.fresh
-               and s.pg.operation is None and not s.watchdog_required_failed
-               and not s.watchdog_ready,
+               lambda s: may_start_stopped_primary(s) and not s.watchdog_ready,
                "arm_watchdog", "candidate", act_arm_watchdog_stopped),
     Transition(("candidate",), "holding the lock, a former primary stopped cleanly",
-               lambda s: lock_usable(s) and s.pg.stopped_as_primary and s.pg.fresh
-               and s.pg.operation is None and not s.watchdog_required_failed,
+               may_start_stopped_primary,
                "start_primary", "primary", act_start_stopped_primary),
     Transition(ALIVE, "holding the lock, PostgreSQL down, not the running primary",
                lambda s: i_hold_lock(s) and not s.pg.running and s.pg.operation is None
@@ -603,15 +614,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     # my previous incarnation's key (agent restarted, lease worker started afresh)
     Transition(("init",), "the leader key names me but is not confirmed, PostgreSQL a running "
                "primary",
-               lambda s: s.cluster is not None and s.cluster.leader == s.name
-               and not s.lease.holds_leader and pg_is_primary(s),
-               "reclaim_leader_key", "candidate", act_reclaim_own_key),
+               my_key_unconfirmed, "reclaim_leader_key", "candidate", act_reclaim_own_key),
     # ... and until the lease worker answers: before this row the next cycle, a few ms later,
     # fell through to the election, which could demote the adopted primary (lab test)
     Transition(("candidate",), "taking my own leader key back, the lease worker has not "
                "answered yet",
-               lambda s: s.cluster is not None and s.cluster.leader == s.name
-               and not s.lease.holds_leader and pg_is_primary(s)
+               lambda s: my_key_unconfirmed(s)
                and s.memory.acquire_token > s.lease.acquire_token_done,
                "reclaim_leader_key", "candidate", act_reclaim_own_key),
     # I am primary without the lock: someone else has it, or mine is gone

@@ -73,6 +73,10 @@ class Memory:
     # is seen or a new acquire is asked, the key must not be used to promote or start a
     # primary (the lease worker may act on that older intent after a renewal we observed)
     lock_given_up: bool = False
+    # PostgreSQL stopped answering while it was our primary and a decision left the primary
+    # state (a demotion by stop): until it answers or its postmaster is gone, it still counts
+    # as a possible primary, so the stop and the armed watchdog last beyond that one cycle
+    fencing: bool = False
     bootstrap_failed: bool = False
     handover: str | None = None  # switchover phase on the leader: checkpoint | stop
     handover_since: float | None = None  # mono when the current switchover began

@@ -488,6 +488,27 @@ def test_an_unanswering_primary_is_stopped_when_the_dcs_is_lost_past_the_margin(
     assert d.pg_role == "stopped" and d.stop_mode == "immediate" and d.watchdog == "armed"
 
 
+@pytest.mark.parametrize("name,first", [
+    ("dcs lost", snap("n1", pg=UNANSWERING, state="primary", no_cluster=True,
+                      lease=replace(HOLDING, connected=False, lease_deadline=NOW + 4))),
+    ("another leader", snap("n1", cl=cluster(leader="n2"), pg=UNANSWERING, state="primary")),
+])
+def test_the_fence_of_an_unanswering_primary_outlasts_the_first_cycle(
+        name: str, first: Snapshot) -> None:
+    """From the code review: the demotion moved the memory to "replica", so the next cycle
+    no longer saw a possible primary, asked nothing of PostgreSQL and disarmed the watchdog.
+    The postgres worker, blocked on a sample of the frozen server, could miss the one-cycle
+    stop: nothing fenced a server that may wake up and commit."""
+    d = decide(first)
+    assert (d.pg_role, d.watchdog, d.memory.fencing) == ("stopped", "armed", True), name
+    for _ in range(3):
+        d = decide(replace(first, memory=d.memory, now=first.now + 1))
+        assert (d.pg_role, d.stop_mode, d.watchdog) == ("stopped", "immediate", "armed"), \
+            (name, d.action)
+    gone = decide(replace(first, memory=d.memory, pg=replace(UNANSWERING, process_alive=False)))
+    assert not gone.memory.fencing, gone.action  # the postmaster is gone: fenced
+
+
 def test_an_unanswering_primary_is_stopped_when_another_member_leads() -> None:
     d = decide(snap("n1", cl=cluster(leader="n2"), pg=UNANSWERING, state="primary"))
     assert d.pg_role == "stopped" and not d.lock_want
