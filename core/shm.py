@@ -165,7 +165,12 @@ class SharedState:
             blob = bytes(self._mm[base : base + min(length, PAYLOAD_BYTES)])
             if h.seq != s1:
                 continue
-            data = orjson.loads(blob) if length else {}
+            try:
+                data = orjson.loads(blob) if length else {}
+            except orjson.JSONDecodeError:
+                # a writer killed mid-write whose seq a restarted writer healed (claim)
+                # before publishing: the payload is cut, which is the same as torn
+                break
             return SectionView(section, pid, gen, hb, data)
         return SectionView(section, h.pid, h.generation, h.heartbeat_ns, {}, torn=True)
 

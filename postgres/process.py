@@ -50,28 +50,9 @@ class PidFile:
 
 
 def orphans(data_dir: str) -> list[psutil.Process]:
-    """Processes of a PostgreSQL server on `data_dir` whose postmaster is gone: backends
-    and auxiliary processes keep its working directory (the data dir) and the name
-    `postgres`. Nothing while a live postmaster owns the data dir (its children match too).
-    The directory is compared by device and inode: a server in another mount namespace
-    (a container) may show the same path for a different directory."""
-    if find_postmaster(data_dir) is not None:
-        return []
-    try:
-        want = os.stat(data_dir)
-    except OSError:
-        return []
-    found = []
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] != "postgres":
-            continue
-        try:
-            st = os.stat(f"/proc/{p.pid}/cwd")
-        except OSError:
-            continue  # gone, or not ours to look at
-        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-            found.append(p)
-    return found
+    """Processes of a PostgreSQL server on `data_dir` whose postmaster is gone. Nothing while
+    a live postmaster owns the data dir (its children match leftover_processes too)."""
+    return [] if find_postmaster(data_dir) is not None else leftover_processes(data_dir)
 
 
 def kill_orphans(data_dir: str) -> int:
@@ -161,16 +142,23 @@ def leftover_processes(data_dir: str) -> list[psutil.Process]:
     """Live postgres processes working in `data_dir` (orphaned backends of a killed postmaster).
 
     They still hold the old shared memory; PostgreSQL refuses to start until they are gone.
+    The directory is compared by device and inode (the kernel resolves symlinks; a server in
+    another mount namespace, a container, may show the same path for another directory).
     """
+    try:
+        want = os.stat(data_dir)
+    except OSError:
+        return []
     found = []
     for proc in psutil.process_iter(["name"]):
         try:
             if proc.info["name"] != "postgres" or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if _same_path(proc.cwd(), data_dir):
-                found.append(proc)
-        except psutil.Error:
-            continue
+            st = os.stat(f"/proc/{proc.pid}/cwd")
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to look at
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            found.append(proc)
     return found
 
 

@@ -87,10 +87,7 @@ class RequestChannel:
 
 
 def inherited_failsafe_ping(shm: "SharedState") -> dict[str, Any] | None:
-    try:
-        previous = shm.read("api")
-    except ValueError:  # a payload cut by a writer killed mid-write (claim healed its seq)
-        return None
+    previous = shm.read("api")
     ping = None if previous.torn else previous.data.get("failsafe_ping")
     if isinstance(ping, dict) and isinstance(ping.get("name"), str) \
             and isinstance(ping.get("at"), (int, float)):

@@ -457,7 +457,7 @@ class PostgresWorker:
         self.expect_exit = False
         self.crashed_as_primary = False
         self.control_state = None
-        self.last_lsn = None
+        self.last_lsn, self.last_lsn_primary = None, False
         self.pm.start()
         limit = START_TIMEOUT if timeout is None else timeout
         if not self.pm.wait_ready(limit):
@@ -498,9 +498,11 @@ class PostgresWorker:
             self.log.warning("cannot read pg_control after the stop: %s", e)
             return None, False
         state = ctl.get("Database cluster state")
+        self.control_state = state  # read once: the next converge asks for it too
         if state not in ("shut down", "shut down in recovery"):
             return None, False
-        return parse_lsn_or_none(ctl.get("Latest checkpoint location")), state == "shut down"
+        lsn = parse_lsn_or_none(ctl.get("Latest checkpoint location"))
+        return lsn, lsn is not None and state == "shut down"
 
     def _fresh_postmaster(self) -> None:
         """Within an operation: forget the stopped postmaster so the next start is clean."""
@@ -539,7 +541,7 @@ class PostgresWorker:
         clear_data_dir(self.cfg.data_dir, remove_dir=False)
         self.sysid = None
         self.following = None
-        self.last_lsn = None
+        self.last_lsn, self.last_lsn_primary = None, False
         self.state = "stopped"
         self.log.info("data directory removed for a reinitialize; cloning follows")
 
@@ -682,7 +684,7 @@ class PostgresWorker:
             "restart_done": self.restart_done,
             "reinit_done": self.reinit_done,
             "last_lsn": self.last_lsn,
-            "last_lsn_primary": self.last_lsn_primary and self.last_lsn is not None,
+            "last_lsn_primary": self.last_lsn_primary,
             "promote_refused_at": self.promote_refused_at,
             "timeline_history": self._timeline_history(st),
         }

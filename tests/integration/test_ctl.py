@@ -105,8 +105,6 @@ def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
-
-
 def _settled(c: LoopbackCluster) -> str | None:
     """The primary's name once one member is primary and every other one streams from it."""
     roles = c.roles()

@@ -21,7 +21,6 @@ from pgwarden.lab.loopback import LoopbackCluster
 pytestmark = pytest.mark.integration
 
 
-
 def _healthy(c: LoopbackCluster, names: tuple[str, ...]) -> str | None:
     roles = {n: r for n, r in c.roles().items() if n in names}
     primaries = [n for n, (p, _) in roles.items() if p == 200]
@@ -33,7 +32,7 @@ def _healthy(c: LoopbackCluster, names: tuple[str, ...]) -> str | None:
 
 def _streaming(c: LoopbackCluster, primary: str) -> list[str]:
     rows = c.sql(primary, "SELECT application_name FROM pg_stat_replication "
-                            "WHERE state = 'streaming' ORDER BY 1") or []
+                 "WHERE state = 'streaming' ORDER BY 1") or []
     return [r[0] for r in rows]
 
 

@@ -28,7 +28,6 @@ pytestmark = pytest.mark.integration
 HEAL = 90.0
 
 
-
 def healthy(c: LoopbackCluster) -> str | None:
     """The primary's name when there is exactly one and both others stream from it."""
     roles = c.roles()
@@ -38,7 +37,7 @@ def healthy(c: LoopbackCluster) -> str | None:
     if any(r != 200 for n, (_, r) in roles.items() if n != primaries[0]):
         return None  # pg_basebackup's own walsender also shows as streaming
     rows = c.sql(primaries[0], "SELECT count(*) FROM pg_stat_replication "
-                                "WHERE state = 'streaming'") or [(0,)]
+                 "WHERE state = 'streaming'") or [(0,)]
     return primaries[0] if rows[0][0] == len(c.nodes) - 1 else None
 
 

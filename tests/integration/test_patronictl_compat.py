@@ -49,10 +49,6 @@ def _sql(c: LoopbackCluster, name: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
-
-
-
-
 def _list_json(ctl: Ctl) -> list[dict[str, Any]]:
     out = ctl.run("list", "--format", "json")
     rows = json.loads(out)

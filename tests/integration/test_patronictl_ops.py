@@ -47,7 +47,6 @@ def pctl() -> Iterator[Ctl | None]:
 # -- observation ----------------------------------------------------------------------
 
 
-
 def patroni(c: LoopbackCluster, name: str) -> dict[str, Any]:
     code, body = c.nodes[name].get("/patroni")
     assert code == 200 and isinstance(body, dict), (name, code, body)

@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from pgwarden.core.shm import PAYLOAD_BYTES, SharedState, shm_path
+from pgwarden.core.shm import (
+    HEADER_BYTES,
+    PAYLOAD_BYTES,
+    SECTION_BYTES,
+    SECTIONS,
+    SharedState,
+    shm_path,
+)
 
 
 @pytest.fixture
@@ -95,3 +102,18 @@ def test_named_block_is_attachable_and_unlinked_by_its_owner(tmp_path) -> None:
     finally:
         owner.close()
     assert not os.path.exists(path)
+
+
+def test_a_cut_payload_reads_as_torn_not_as_an_error(state: SharedState) -> None:
+    """A writer killed in the middle of copying its payload, healed by claim() before the
+    new writer published: every reader (the supervisor reads all sections each cycle) gets
+    a torn view instead of a decode error."""
+    state.claim("api")
+    state.publish("api", {"failsafe_ping": {"name": "n1", "at": 1.0}, "pad": "x" * 100})
+    h = state._headers["api"]
+    base = SECTIONS.index("api") * SECTION_BYTES + HEADER_BYTES
+    state._mm[base + 5: base + 40] = b"\xff" * 35  # half a new payload over the old one
+    state.claim("api")
+    v = state.read("api")
+    assert v.torn and v.data == {}
+    assert h.length > 0
